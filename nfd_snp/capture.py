@@ -1,0 +1,70 @@
+"""`nfd-snp capture`: save every input one probe read into a replayable snapshot.
+
+The snapshot is the format `--host-root` reads (DESIGN.md "Snapshot format"): host files at
+their host paths plus nfd-snp-capture.json for CPUID, MSRs, PSP replies and domcaps. A
+replay of it runs the same parsing code and gives the same report.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+from nfd_snp import __version__, paths
+from nfd_snp.errors import CaptureError
+from nfd_snp.host import LiveHost, NotCaptured, Recording
+from nfd_snp.model import HostFacts
+from nfd_snp.probe import probe
+
+
+def _safe_join(out: Path, rel: str) -> Path:
+    target = (out / rel).resolve()
+    if out.resolve() not in target.parents:
+        raise CaptureError(f"refusing to write outside the snapshot: {rel}")
+    return target
+
+
+def write_snapshot(recording: Recording, out: Path) -> None:
+    for rel in sorted(recording.dirs):
+        _safe_join(out, rel).mkdir(parents=True, exist_ok=True)
+    for rel, is_dir in sorted(recording.present.items()):
+        target = _safe_join(out, rel)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"")  # a placeholder for a device node (/dev/kvm)
+    for rel, data in sorted(recording.files.items()):
+        target = _safe_join(out, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    capture: dict = {
+        "nfd_snp_version": __version__,
+        "captured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cpuid": recording.cpuid,
+        "msr": recording.msr,
+    }
+    capture.update(recording.psp)
+    if recording.domcaps is not NotCaptured:
+        capture["domcaps"] = recording.domcaps
+    if recording.unreadable:
+        capture["unreadable"] = recording.unreadable
+    (out / paths.CAPTURE_FILE).write_text(json.dumps(capture, indent=2, sort_keys=True) + "\n")
+
+
+def capture(out: os.PathLike | str, root: os.PathLike | str = "/", **live_options) -> HostFacts:
+    """Probe `root` live and write what was read to `out` (created; must be empty)."""
+    out_path = Path(out)
+    if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
+        raise CaptureError(f"{out}: exists and is not an empty directory")
+    try:
+        out_path.mkdir(parents=True, exist_ok=True)
+        with LiveHost(root, record=True, **live_options) as host:
+            facts = probe(host)
+            assert host.recording is not None
+            write_snapshot(host.recording, out_path)
+    except OSError as exc:
+        raise CaptureError(f"{out}: cannot write the snapshot ({exc.strerror or exc})") from None
+    return facts

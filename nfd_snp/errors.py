@@ -1,0 +1,34 @@
+"""One error hierarchy for the project.
+
+Only the CLI and hook entry points turn these into a stderr line and an exit code:
+`InputError` (bad input the user can fix) exits 2, `NotReadyError` exits 1. Anything that
+is not an `NfdSnpError` is a bug and is reported as one, never swallowed into an empty value.
+"""
+
+
+class NfdSnpError(Exception):
+    """Base for every error a user can act on; the message is one line."""
+
+    exit_code = 1
+
+
+class InputError(NfdSnpError):
+    """Input the user gave us is unusable (options, snapshot, XML)."""
+
+    exit_code = 2
+
+
+class SnapshotError(InputError):
+    """A snapshot directory or its nfd-snp-capture.json is malformed."""
+
+
+class UnsafeXmlError(InputError):
+    """XML that is malformed, too large, or carries a DTD/entities."""
+
+
+class CaptureError(NfdSnpError):
+    """A capture could not be written."""
+
+
+class ProgrammingError(Exception):
+    """A bug in nfd-snp itself (a broken invariant), never caused by input."""

@@ -1,0 +1,400 @@
+"""Where the probe's bytes come from: a live host root or a captured snapshot.
+
+Plain files are read the same way in both (relative to the root). What is not a plain file
+(CPUID, MSRs, the /dev/sev ioctl, libvirt's domain capabilities) comes from the devices on a
+live host and from `nfd-snp-capture.json` in a snapshot. Both raise the same exceptions
+(`OSError` with an errno, `PspError`, `LibvirtError`, `NotCaptured`), so the sources in
+`nfd_snp.sources` parse and classify one way only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import fcntl
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+from nfd_snp import paths, uapi
+from nfd_snp.errors import SnapshotError
+from nfd_snp.reasons import Reason
+
+# Largest plain file read unless a source asks for less; sysfs values are a few bytes.
+DEFAULT_READ_LIMIT = 64 * 1024
+# nfd-snp-capture.json holds domcaps XML (~100 KB) and a few numbers.
+CAPTURE_FILE_LIMIT = 16 * 1024 * 1024
+
+PSP_CAPTURE_KEYS = {
+    uapi.SEV_PLATFORM_STATUS: "sev_platform_status",
+    uapi.SNP_PLATFORM_STATUS: "snp_platform_status",
+}
+
+
+class NotCaptured(Exception):
+    """A snapshot does not hold this source at all."""
+
+
+class PspError(OSError):
+    """SEV_ISSUE_CMD (or opening /dev/sev) failed: errno plus the firmware's status code."""
+
+    def __init__(self, err: int, fw_error: Optional[int] = None, message: str = "") -> None:
+        super().__init__(err, message or os.strerror(err))
+        self.fw_error = fw_error
+
+
+class LibvirtError(Exception):
+    """libvirt's domain capabilities could not be obtained; `reason` says why."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def hexkey(number: int) -> str:
+    """Snapshot key of a CPUID leaf or MSR index: `0x` + 8 lower-case hex digits."""
+    return f"0x{number:08x}"
+
+
+@dataclass
+class Recording:
+    """Every input a live probe read, kept so `capture` can write a replayable snapshot."""
+
+    files: Dict[str, bytes] = field(default_factory=dict)
+    dirs: set = field(default_factory=set)
+    cpuid: Dict[str, list] = field(default_factory=dict)
+    msr: Dict[str, int] = field(default_factory=dict)
+    psp: Dict[str, object] = field(default_factory=dict)
+    domcaps: object = NotCaptured  # str, None (no libvirt) or NotCaptured
+    unreadable: Dict[str, dict] = field(default_factory=dict)
+    present: Dict[str, bool] = field(default_factory=dict)  # path -> is a directory
+
+
+class Host:
+    """Plain-file access relative to a root; the base of the live and snapshot hosts."""
+
+    snapshot = False
+
+    def __init__(self, root: os.PathLike | str) -> None:
+        self.root = Path(root)
+
+    # -- plain files -------------------------------------------------------------------
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def read(
+        self,
+        rel: str,
+        limit: int = DEFAULT_READ_LIMIT,
+        *,
+        truncate: bool = False,
+        keep: Optional[Callable[[bytes], bool]] = None,
+    ) -> bytes:
+        """Read a regular file, at most `limit` bytes.
+
+        A longer file raises EFBIG unless `truncate` asks for its first `limit` bytes. Only
+        regular files are read: a FIFO or device planted in a snapshot cannot block us.
+        `keep` decides whether a capture records the bytes (private process data).
+        """
+        self._replay_unreadable("file:" + rel)
+        fd = os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno_mod.EINVAL, "not a regular file", str(self.path(rel)))
+            chunks = []
+            size = 0
+            while size <= limit:
+                chunk = os.read(fd, min(65536, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            if not truncate:
+                raise OSError(errno_mod.EFBIG, f"larger than {limit} bytes", str(self.path(rel)))
+            data = data[:limit]
+        self._record_file(rel, data, keep)
+        return data
+
+    def listdir(self, rel: str) -> list:
+        names = sorted(os.listdir(self.path(rel)))
+        self._record_dir(rel)
+        return names
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.path(rel))
+
+    # -- hooks for subclasses --------------------------------------------------------
+
+    def _replay_unreadable(self, key: str) -> None:
+        """Snapshots re-raise a read error recorded at capture time."""
+
+    def _record_file(self, rel: str, data: bytes, keep) -> None:
+        """Live hosts that record keep the bytes for `capture`."""
+
+    def _record_dir(self, rel: str) -> None:
+        pass
+
+    # -- what is not a plain file (overridden) ----------------------------------------
+
+    def cpuid(self, leaf: int) -> Tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    def msr(self, index: int) -> int:
+        raise NotImplementedError
+
+    def psp_command(self, command: int) -> bytes:
+        raise NotImplementedError
+
+    def domain_capabilities(self) -> Optional[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LiveHost(Host):
+    """A running host (or a container's view of it under /host): devices and libvirt."""
+
+    def __init__(
+        self,
+        root: os.PathLike | str = "/",
+        *,
+        record: bool = False,
+        libvirt: bool = True,
+        libvirt_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(root)
+        self.recording: Optional[Recording] = Recording() if record else None
+        self.libvirt = libvirt
+        self.libvirt_timeout = libvirt_timeout
+        self._fds: Dict[str, int] = {}
+
+    def _record_file(self, rel: str, data: bytes, keep) -> None:
+        if self.recording is not None and (keep is None or keep(data)):
+            self.recording.files[rel] = data
+
+    def _record_dir(self, rel: str) -> None:
+        if self.recording is not None:
+            self.recording.dirs.add(rel)
+
+    def exists(self, rel: str) -> bool:
+        present = super().exists(rel)
+        if present and self.recording is not None:
+            self.recording.present[rel] = os.path.isdir(self.path(rel))
+        return present
+
+    def _record_error(self, key: str, exc: BaseException) -> None:
+        if self.recording is None:
+            return
+        entry: dict = {"message": str(exc)}
+        if isinstance(exc, OSError) and exc.errno is not None:
+            entry = {"errno": exc.errno, "message": exc.strerror or str(exc)}
+        if isinstance(exc, LibvirtError):
+            entry["reason"] = exc.reason.code
+        self.recording.unreadable[key] = entry
+
+    def read(self, rel: str, limit: int = DEFAULT_READ_LIMIT, **kw) -> bytes:
+        try:
+            return super().read(rel, limit, **kw)
+        except OSError as exc:
+            if exc.errno != errno_mod.ENOENT:  # absent files are simply absent in a snapshot
+                self._record_error("file:" + rel, exc)
+            raise
+
+    def _device(self, rel: str) -> int:
+        fd = self._fds.get(rel)
+        if fd is None:
+            fd = os.open(self.path(rel), os.O_RDONLY | os.O_CLOEXEC)
+            self._fds[rel] = fd
+        return fd
+
+    def _pread(self, rel: str, size: int, offset: int, key: str) -> bytes:
+        try:
+            data = os.pread(self._device(rel), size, offset)
+            if len(data) != size:
+                raise OSError(errno_mod.EIO, f"short read ({len(data)} of {size} bytes)")
+            return data
+        except OSError as exc:
+            self._record_error(key, exc)
+            raise
+
+    def cpuid(self, leaf: int) -> Tuple[int, int, int, int]:
+        # arch/x86/kernel/cpuid.c: offset = leaf | subleaf << 32 (subleaf 0 here).
+        data = self._pread(paths.CPUID_DEVICE, 16, leaf, "cpuid:" + hexkey(leaf))
+        regs = tuple(int.from_bytes(data[i : i + 4], "little") for i in range(0, 16, 4))
+        if self.recording is not None:
+            self.recording.cpuid[hexkey(leaf)] = list(regs)
+        return regs  # type: ignore[return-value]
+
+    def msr(self, index: int) -> int:
+        data = self._pread(paths.MSR_DEVICE, 8, index, "msr:" + hexkey(index))
+        value = int.from_bytes(data, "little")
+        if self.recording is not None:
+            self.recording.msr[hexkey(index)] = value
+        return value
+
+    def psp_command(self, command: int) -> bytes:
+        """Issue one read-only status command through SEV_ISSUE_CMD; return the reply bytes."""
+        key = PSP_CAPTURE_KEYS[command]
+        try:
+            reply = uapi.REPLY_STRUCTS[command]()
+            cmd = uapi.SevIssueCmd(cmd=command, data=ctypes.addressof(reply), error=0)
+            try:
+                fd = os.open(self.path(paths.SEV_DEVICE), os.O_RDWR | os.O_CLOEXEC)
+            except OSError as exc:
+                raise PspError(exc.errno or errno_mod.EIO) from exc
+            try:
+                fcntl.ioctl(fd, uapi.SEV_ISSUE_CMD, cmd)
+            except OSError as exc:
+                raise PspError(exc.errno or errno_mod.EIO, cmd.error or None) from exc
+            finally:
+                os.close(fd)
+            data = bytes(reply)
+        except PspError as exc:
+            if self.recording is not None:
+                entry: dict = {"errno": exc.errno}
+                if exc.fw_error is not None:
+                    entry["fw_error"] = exc.fw_error
+                self.recording.psp[key] = entry
+            raise
+        if self.recording is not None:
+            self.recording.psp[key] = data.hex()
+        return data
+
+    def domain_capabilities(self) -> Optional[str]:
+        from nfd_snp import libvirtconn  # libvirt-python is imported only when needed
+
+        try:
+            xml = libvirtconn.domain_capabilities(self, self.libvirt_timeout) if self.libvirt else None
+        except LibvirtError as exc:
+            self._record_error("domcaps", exc)
+            raise
+        if self.recording is not None:
+            self.recording.domcaps = xml
+        return xml
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _as_register(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        raise SnapshotError(f"{where}: expected an unsigned integer, got {value!r:.40}")
+    return value
+
+
+class SnapshotHost(Host):
+    """A directory written by `nfd-snp capture` (or by hand): replays what it recorded."""
+
+    snapshot = True
+
+    def __init__(self, root: os.PathLike | str) -> None:
+        super().__init__(root)
+        self.capture = self._load_capture()
+
+    def _load_capture(self) -> dict:
+        path = self.path(paths.CAPTURE_FILE)
+        try:
+            raw = Host(self.root).read(paths.CAPTURE_FILE, CAPTURE_FILE_LIMIT)
+        except OSError as exc:
+            raise SnapshotError(f"{path}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise SnapshotError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise SnapshotError(f"{path}: expected a JSON object at the top level")
+        for key in ("cpuid", "msr", "unreadable"):
+            if key in data and not isinstance(data[key], dict):
+                raise SnapshotError(f"{path}: '{key}' must be an object")
+        if "domcaps" in data and not (data["domcaps"] is None or isinstance(data["domcaps"], str)):
+            raise SnapshotError(f"{path}: 'domcaps' must be a string or null")
+        for entry in data.get("unreadable", {}).values():
+            if not isinstance(entry, dict):
+                raise SnapshotError(f"{path}: every 'unreadable' entry must be an object")
+        return data
+
+    def _replay_unreadable(self, key: str) -> None:
+        entry = self.capture.get("unreadable", {}).get(key)
+        if entry is None:
+            return
+        if key == "domcaps":
+            code = entry.get("reason")
+            reason = next((r for r in Reason if r.code == code), Reason.LIBVIRT_QUERY_FAILED)
+            raise LibvirtError(reason, str(entry.get("message", "")))
+        err = entry.get("errno")
+        if not isinstance(err, int) or isinstance(err, bool):
+            raise SnapshotError(f"{self.path(paths.CAPTURE_FILE)}: unreadable[{key!r}] lacks errno")
+        raise OSError(err, str(entry.get("message") or os.strerror(err)))
+
+    def cpuid(self, leaf: int) -> Tuple[int, int, int, int]:
+        key = hexkey(leaf)
+        regs = self.capture.get("cpuid", {}).get(key)
+        if regs is None:
+            self._replay_unreadable("cpuid:" + key)
+            raise NotCaptured(f"CPUID leaf {key}")
+        if not isinstance(regs, list) or len(regs) != 4:
+            raise SnapshotError(f"cpuid[{key}]: expected [eax, ebx, ecx, edx]")
+        return tuple(_as_register(r, f"cpuid[{key}]") & 0xFFFFFFFF for r in regs)  # type: ignore
+
+    def msr(self, index: int) -> int:
+        key = hexkey(index)
+        value = self.capture.get("msr", {}).get(key)
+        if value is None:
+            self._replay_unreadable("msr:" + key)
+            raise NotCaptured(f"MSR {key}")
+        return _as_register(value, f"msr[{key}]")
+
+    def psp_command(self, command: int) -> bytes:
+        key = PSP_CAPTURE_KEYS[command]
+        if key not in self.capture:
+            raise NotCaptured(key)
+        value = self.capture[key]
+        if isinstance(value, dict):
+            err = value.get("errno")
+            fw_error = value.get("fw_error")
+            if not isinstance(err, int) or isinstance(err, bool) or err <= 0:
+                raise SnapshotError(f"{key}: errno must be a positive integer")
+            if fw_error is not None and not isinstance(fw_error, int):
+                raise SnapshotError(f"{key}: fw_error must be an integer")
+            raise PspError(err, fw_error)
+        size = ctypes.sizeof(uapi.REPLY_STRUCTS[command])
+        try:
+            data = bytes.fromhex(value) if isinstance(value, str) else None
+        except ValueError:
+            data = None
+        if data is None or len(data) != size:
+            raise SnapshotError(f"{key}: expected {size} bytes as hex or {{\"errno\": N}}")
+        return data
+
+    def domain_capabilities(self) -> Optional[str]:
+        if "domcaps" not in self.capture:
+            self._replay_unreadable("domcaps")
+            raise NotCaptured("domcaps")
+        return self.capture["domcaps"]
+
+
+def open_host(root: os.PathLike | str = "/", **live_options) -> Host:
+    """A snapshot host when `root` holds nfd-snp-capture.json, else a live host."""
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise SnapshotError(f"{root}: not a directory")
+    if (root_path / paths.CAPTURE_FILE).exists():
+        return SnapshotHost(root_path)
+    return LiveHost(root_path, **live_options)

@@ -1,0 +1,38 @@
+"""Every host path the probe reads, relative to the host root.
+
+Relative paths make the live host (`/`), a container's `/host` mount and a snapshot
+directory interchangeable: only the root in front changes.
+"""
+
+# /dev/cpu/N/cpuid (module `cpuid`): pread(16) at offset leaf | subleaf << 32.
+# Linux arch/x86/kernel/cpuid.c
+CPUID_DEVICE = "dev/cpu/0/cpuid"
+# /dev/cpu/N/msr (module `msr`): pread(8) at offset = MSR index. arch/x86/kernel/msr.c
+MSR_DEVICE = "dev/cpu/0/msr"
+# The PSP (ccp driver); include/uapi/linux/psp-sev.h
+SEV_DEVICE = "dev/sev"
+KVM_DEVICE = "dev/kvm"
+
+PROC_CPUINFO = "proc/cpuinfo"
+KERNEL_RELEASE = "proc/sys/kernel/osrelease"
+PROC = "proc"
+
+KVM_AMD_MODULE = "sys/module/kvm_amd"
+KVM_AMD_PARAMETERS = "sys/module/kvm_amd/parameters"
+
+# misc cgroup controller files live at the cgroup v2 root; on hybrid hosts that root is
+# mounted at /sys/fs/cgroup/unified, and a v1 misc hierarchy at /sys/fs/cgroup/misc.
+# Documentation/admin-guide/cgroup-v2.rst, "Misc"
+MISC_CGROUP_DIRS = ("sys/fs/cgroup", "sys/fs/cgroup/unified", "sys/fs/cgroup/misc")
+
+# Read-only and read-write sockets of the modular (virtqemud) and monolithic (libvirtd)
+# daemons, in the order libvirt's client tries them for qemu:///system.
+LIBVIRT_SOCKETS_RO = ("run/libvirt/virtqemud-sock-ro", "run/libvirt/libvirt-sock-ro")
+LIBVIRT_SOCKETS_RW = ("run/libvirt/virtqemud-sock", "run/libvirt/libvirt-sock")
+
+# QEMU firmware descriptors (docs/interop/firmware.json): a file in /etc overrides a file
+# of the same name in /usr/share; the lexically first file name wins.
+FIRMWARE_DESCRIPTOR_DIRS = ("usr/share/qemu/firmware", "etc/qemu/firmware")
+
+# What a snapshot holds besides plain host files (the contract in DESIGN.md).
+CAPTURE_FILE = "nfd-snp-capture.json"

@@ -1,0 +1,208 @@
+"""Why a check failed or a source could not be read, and what fixes it.
+
+Every failure carries one of these typed reasons; the fix shown to the admin comes from the
+reason, never from matching error text. `docs/troubleshooting.md` has a section per check.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.Enum):
+    """A cause with its fix. The value is (stable code, fix text)."""
+
+    def __init__(self, code: str, fix: str) -> None:
+        self.code = code
+        self.fix = fix
+
+    # -- sources that could not be read ------------------------------------------------
+    CPUID_DEVICE_MISSING = (
+        "cpuid-device-missing",
+        "Load the cpuid driver (modprobe cpuid) so /dev/cpu/0/cpuid exists.",
+    )
+    MSR_DEVICE_MISSING = (
+        "msr-device-missing",
+        "Load the msr driver (modprobe msr) so /dev/cpu/0/msr exists.",
+    )
+    DEVICE_DENIED = (
+        "device-denied",
+        "Run as root (the CPUID, MSR and /dev/sev devices need root / CAP_SYS_RAWIO).",
+    )
+    DEVICE_ERROR = (
+        "device-error",
+        "The device returned an I/O error; on a VM the hypervisor may not expose it.",
+    )
+    FILE_DENIED = ("file-denied", "Run as root so the file can be read.")
+    FILE_GARBLED = (
+        "file-garbled",
+        "The file holds unexpected content; attach `nfd-snp capture` output to a bug report.",
+    )
+    NOT_IN_SNAPSHOT = (
+        "not-in-snapshot",
+        "The snapshot lacks this source; capture it again as root with `nfd-snp capture`.",
+    )
+    PSP_DEVICE_MISSING = (
+        "psp-device-missing",
+        "Load the ccp driver (modprobe ccp) and check `dmesg | grep -i -e ccp -e sev`; "
+        "without /dev/sev the SEV firmware cannot be queried.",
+    )
+    PSP_COMMAND_FAILED = (
+        "psp-command-failed",
+        "The SEV firmware rejected the command; check `dmesg | grep -i sev` and update the "
+        "SEV firmware (BIOS update or /lib/firmware/amd/amd_sev_fam*.sbin).",
+    )
+    LIBVIRT_PYTHON_MISSING = (
+        "libvirt-python-missing",
+        "Install libvirt-python (python3-libvirt) so libvirt's domain capabilities can be read.",
+    )
+    LIBVIRT_QUERY_FAILED = (
+        "libvirt-query-failed",
+        "libvirt did not answer getDomainCapabilities; check that virtqemud/libvirtd runs "
+        "and that this runs as root (libvirt refuses the query on read-only connections).",
+    )
+    LIBVIRT_TIMEOUT = (
+        "libvirt-timeout",
+        "libvirt did not answer in time; check `systemctl status virtqemud libvirtd`.",
+    )
+    # -- CPU ---------------------------------------------------------------------------
+    NOT_AMD = (
+        "not-amd",
+        "SEV needs an AMD EPYC CPU: 7002 (Rome) or later; SEV-SNP needs 7003 (Milan) or later.",
+    )
+    NO_MEM_ENCRYPT_LEAF = (
+        "no-mem-encrypt-leaf",
+        "The CPU (or the hypervisor in front of it) does not expose CPUID leaf 0x8000001F; "
+        "SEV needs bare-metal AMD EPYC.",
+    )
+    CPU_NO_SME = ("cpu-no-sme", "This CPU has no AMD memory encryption (CPUID 0x8000001F EAX[0]).")
+    CPU_NO_SEV = ("cpu-no-sev", "This CPU does not support SEV (CPUID 0x8000001F EAX[1]).")
+    CPU_NO_SEV_ES = ("cpu-no-sev-es", "This CPU does not support SEV-ES (CPUID 0x8000001F EAX[3]).")
+    CPU_NO_SNP = (
+        "cpu-no-snp",
+        "This CPU does not support SEV-SNP (CPUID 0x8000001F EAX[4]); use EPYC 7003 (Milan) "
+        "or later.",
+    )
+    CPU_NO_VMPL = ("cpu-no-vmpl", "This CPU does not support VMPLs (CPUID 0x8000001F EAX[5]).")
+    UNKNOWN_GENERATION = (
+        "unknown-generation",
+        "The CPU family is not a known EPYC generation; TCB values are decoded with the "
+        "Milan/Genoa layout.",
+    )
+    # -- BIOS / MSRs ------------------------------------------------------------------
+    BIOS_MEM_ENCRYPT_OFF = (
+        "bios-mem-encrypt-off",
+        "Enable memory encryption in the BIOS (AMD CBS: 'SMEE' / 'SEV Control' enabled).",
+    )
+    BIOS_SNP_OFF = (
+        "bios-snp-off",
+        "Enable SEV-SNP in the BIOS ('SEV-SNP Support' and 'SNP Memory (RMP Table) Coverage') "
+        "and boot a host kernel with SNP support (Linux 6.11 or later).",
+    )
+    RMP_NOT_RESERVED = (
+        "rmp-not-reserved",
+        "The BIOS reserved no RMP table: enable 'SNP Memory (RMP Table) Coverage' in the BIOS.",
+    )
+    # -- kernel -----------------------------------------------------------------------
+    KERNEL_NO_SEV = (
+        "kernel-no-sev",
+        "The host kernel disabled SEV (no 'sev' flag in /proc/cpuinfo): enable SEV in the "
+        "BIOS, boot without mem_encrypt=off and check `dmesg | grep -i sev`.",
+    )
+    KERNEL_NO_SEV_ES = (
+        "kernel-no-sev-es",
+        "The host kernel disabled SEV-ES (no 'sev_es' flag in /proc/cpuinfo); check "
+        "`dmesg | grep -i sev`.",
+    )
+    KERNEL_NO_SNP = (
+        "kernel-no-snp",
+        "The host kernel disabled SEV-SNP (no 'sev_snp' flag in /proc/cpuinfo): enable SNP "
+        "and the RMP table in the BIOS, use Linux 6.11 or later, and check "
+        "`dmesg | grep -i -e SEV-SNP -e RMP`.",
+    )
+    # -- PSP firmware ------------------------------------------------------------------
+    SEV_FIRMWARE_UNINIT = (
+        "sev-firmware-uninit",
+        "The SEV firmware is not initialised: load ccp with psp_init_on_probe=1 (the default) "
+        "and check `dmesg | grep -i sev` for init errors.",
+    )
+    SEV_ES_NOT_CONFIGURED = (
+        "sev-es-not-configured",
+        "The SEV firmware runs without SEV-ES (CONFIG_ES clear); check the BIOS SEV-ES "
+        "settings and `dmesg | grep -i sev`.",
+    )
+    SNP_NOT_INITIALISED = (
+        "snp-not-initialised",
+        "SEV-SNP is not initialised: enable SNP in the BIOS, use Linux 6.11 or later with "
+        "kvm_amd.sev_snp=1, and check `dmesg | grep -i SEV-SNP`.",
+    )
+    SNP_API_TOO_OLD = (
+        "snp-api-too-old",
+        "Update the SEV firmware to SNP API 1.51 or later (BIOS update, or the "
+        "/lib/firmware/amd/amd_sev_fam*.sbin loaded by ccp).",
+    )
+    RMP_NOT_INITIALISED = (
+        "rmp-not-initialised",
+        "The firmware reports the RMP as not initialised; check "
+        "`dmesg | grep -i -e RMP -e SEV-SNP`.",
+    )
+    TCB_NOT_COMMITTED = (
+        "tcb-not-committed",
+        "The reported TCB is older than the current one: after a firmware update run "
+        "`snphost commit` so attestation reports the current TCB.",
+    )
+    # -- KVM -----------------------------------------------------------------------------
+    KVM_DEVICE_MISSING = (
+        "kvm-device-missing",
+        "/dev/kvm is missing: enable SVM in the BIOS and load kvm_amd (modprobe kvm_amd).",
+    )
+    KVM_AMD_NOT_LOADED = (
+        "kvm-amd-not-loaded",
+        "Load the kvm_amd module (modprobe kvm_amd).",
+    )
+    KVM_SEV_OFF = (
+        "kvm-sev-off",
+        "KVM has SEV off: set `options kvm_amd sev=1` in /etc/modprobe.d/ and reload kvm_amd; "
+        "KVM also turns it off when the SEV firmware failed to initialise (see dmesg).",
+    )
+    KVM_SEV_ES_OFF = (
+        "kvm-sev-es-off",
+        "KVM has SEV-ES off: set `options kvm_amd sev_es=1`; KVM also turns it off when no "
+        "SEV-ES ASIDs exist (BIOS 'SEV-ES ASID Space Limit').",
+    )
+    KVM_SNP_OFF = (
+        "kvm-snp-off",
+        "KVM has SEV-SNP off: set `options kvm_amd sev_snp=1`; KVM also turns it off when SNP "
+        "failed to initialise (see `dmesg | grep -i SEV-SNP`).",
+    )
+    KVM_NO_SNP_PARAMETER = (
+        "kvm-no-snp-parameter",
+        "kvm_amd has no sev_snp parameter: this kernel predates host SEV-SNP support; use "
+        "Linux 6.11 or later.",
+    )
+    # -- ASIDs ---------------------------------------------------------------------------
+    NO_SEV_ASIDS = (
+        "no-sev-asids",
+        "No SEV ASIDs are available: check the BIOS 'SEV ASID' settings.",
+    )
+    NO_ES_ASIDS = (
+        "no-es-asids",
+        "No SEV-ES/SNP ASIDs exist (minimum SEV ASID is 1): raise the BIOS 'SEV-ES ASID Space "
+        "Limit' so ES and SNP guests get ASIDs.",
+    )
+    # -- libvirt / firmware -----------------------------------------------------------
+    LIBVIRT_NO_SEV = (
+        "libvirt-no-sev",
+        "libvirt reports SEV unsupported: check that QEMU sees /dev/sev (permissions) and "
+        "restart virtqemud/libvirtd after enabling SEV.",
+    )
+    LIBVIRT_NO_SNP = (
+        "libvirt-no-snp",
+        "libvirt does not offer launchSecurity 'sev-snp': install libvirt 10.5 or later and "
+        "QEMU 9.1 or later, then restart virtqemud/libvirtd.",
+    )
+    NO_SNP_FIRMWARE = (
+        "no-snp-firmware",
+        "No QEMU firmware descriptor lists 'amd-sev-snp': install an OVMF build for SEV-SNP "
+        "(e.g. edk2-ovmf's OVMF.amdsev.fd) with its descriptor in /usr/share/qemu/firmware.",
+    )

@@ -1,0 +1,139 @@
+"""Views of a readiness `Report`: an aligned table, failures only, and JSON.
+
+The JSON layout is documented in docs/check-json.md and versioned by `schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from typing import List
+
+import click
+
+from nfd_snp import __version__
+from nfd_snp.checks import Readiness, Report, Status
+from nfd_snp.model import to_jsonable
+
+JSON_SCHEMA = "nfd-snp.check/v1"
+TROUBLESHOOTING = "docs/troubleshooting.md"
+
+STATUS_COLOURS = {
+    Status.PASS: "green",
+    Status.FAIL: "red",
+    Status.SKIP: "bright_black",
+    Status.UNKNOWN: "yellow",
+}
+READY_TEXT = {
+    Readiness.YES: ("ready", "green"),
+    Readiness.NO: ("not ready", "red"),
+    Readiness.UNKNOWN: ("unknown", "yellow"),
+}
+
+
+def as_json(report: Report) -> dict:
+    facts = report.facts
+    return {
+        "schema": JSON_SCHEMA,
+        "version": __version__,
+        "host_root": facts.root,
+        "snapshot": facts.snapshot,
+        "checks": [
+            {
+                "name": r.check.name,
+                "title": r.check.title,
+                "parent": r.parent,
+                "depth": r.depth,
+                "gates": r.check.guest.value if r.check.guest else None,
+                "status": r.outcome.status.value,
+                "detail": r.outcome.detail,
+                "reason": r.outcome.reason.code if r.outcome.reason else None,
+                "fix": r.fix,
+            }
+            for r in report.results
+        ],
+        "verdicts": {
+            v.guest.value: {"ready": v.ready.value, "blocking": list(v.blocking)}
+            for v in report.verdicts
+        },
+        "facts": to_jsonable(facts),
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(as_json(report), indent=2, sort_keys=False) + "\n"
+
+
+def _header(report: Report) -> List[str]:
+    f = report.facts
+    where = f"snapshot {f.root}" if f.snapshot else f"host {f.root}"
+    cpu = f.kernel.model_name or f.cpu.vendor or "unknown CPU"
+    kernel = f.kernel.release or "unknown"
+    return [f"nfd-snp check: {where}", f"CPU: {cpu}; kernel {kernel}", ""]
+
+
+def _collapse_skips(results):
+    """Rows for the table: a run of checks skipped under one failed check becomes one row."""
+    rows = []
+    for r in results:
+        prev = rows[-1] if rows else None
+        if (
+            r.outcome.status is Status.SKIP
+            and prev is not None
+            and prev[0].outcome.status is Status.SKIP
+            and prev[0].outcome.detail == r.outcome.detail
+            and r.depth >= prev[0].depth
+        ):
+            prev[1].append(r)
+        else:
+            rows.append((r, [r]))
+    return rows
+
+
+SAMPLE_HINT = "To see the full report of an SEV-SNP-ready node: nfd-snp check --sample genoa-snp-ready"
+
+
+def render_table(report: Report, *, failures_only: bool = False, width: int = 0) -> str:
+    """Human report. Styled with ANSI; click.echo strips the styles when not on a TTY."""
+    width = width or min(shutil.get_terminal_size((120, 24)).columns, 160)
+    results = [
+        r for r in report.results
+        if not failures_only or r.outcome.status in (Status.FAIL, Status.UNKNOWN)
+    ]
+    title_width = max((len(r.check.title) + 2 * r.depth for r in results), default=10)
+    title_width = min(title_width, 60)
+    detail_width = max(width - 8 - title_width - 2, 30)
+    lines = _header(report)
+    for r, group in _collapse_skips(results):
+        status = r.outcome.status
+        indent = "" if failures_only else "  " * r.depth
+        text = r.check.title
+        detail_text = r.outcome.detail
+        if len(group) > 1:
+            text = f"{len(group)} dependent checks"
+            detail_text = f"{r.outcome.detail}: " + ", ".join(g.check.name for g in group)
+        title = (indent + text).ljust(title_width)
+        detail = textwrap.wrap(detail_text, detail_width) or [""]
+        tag = click.style(status.value.ljust(7), fg=STATUS_COLOURS[status], bold=status is Status.FAIL)
+        lines.append(f"{tag} {title}  {detail[0]}")
+        pad = " " * (8 + title_width + 2)
+        lines.extend(pad + more for more in detail[1:])
+        if r.fix:
+            fix = textwrap.wrap(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]",
+                                max(width - len(pad) - 1, 30))
+            lines.extend(pad + click.style(part, fg="cyan") for part in fix)
+    if failures_only and not results:
+        lines.append("no failed or unknown checks")
+    lines.append("")
+    for v in report.verdicts:
+        text, colour = READY_TEXT[v.ready]
+        label = v.guest.label.ljust(8)
+        line = f"{label} {click.style(text, fg=colour, bold=True)}"
+        if v.blocking:
+            kind = "blocked by" if v.ready is Readiness.NO else "unknown because of"
+            line += f" ({kind}: {', '.join(v.blocking)})"
+        lines.append(line)
+    if not report.facts.snapshot and "cpu.vendor" in report.verdicts[0].blocking:
+        lines += ["", SAMPLE_HINT]
+    return "\n".join(lines) + "\n"

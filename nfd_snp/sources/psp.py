@@ -1,0 +1,99 @@
+"""The SEV firmware (PSP) through /dev/sev: SEV_PLATFORM_STATUS and SNP_PLATFORM_STATUS.
+
+Layouts are `nfd_snp.uapi` (psp-sev.h). The kernel answers SNP_PLATFORM_STATUS with EINVAL
+while SNP is not initialised; opening /dev/sev needs root (EACCES otherwise).
+"""
+
+from __future__ import annotations
+
+import errno
+
+from nfd_snp import paths, uapi
+from nfd_snp.host import Host, NotCaptured, PspError
+from nfd_snp.model import (
+    Generation,
+    PspFacts,
+    SevPlatformStatus,
+    SnpPlatformStatus,
+    TcbVersion,
+    Unreadable,
+)
+from nfd_snp.reasons import Reason
+from nfd_snp.sources import unreadable_from
+
+COMMAND_NAMES = {
+    uapi.SEV_PLATFORM_STATUS: "SEV_PLATFORM_STATUS",
+    uapi.SNP_PLATFORM_STATUS: "SNP_PLATFORM_STATUS",
+}
+
+
+def decode_sev_status(data: bytes) -> SevPlatformStatus:
+    s = uapi.SevUserDataStatus.from_buffer_copy(data)
+    return SevPlatformStatus(s.api_major, s.api_minor, s.state, s.flags, s.build, s.guest_count)
+
+
+def decode_snp_status(data: bytes, generation: Generation) -> SnpPlatformStatus:
+    s = uapi.SevUserDataSnpStatus.from_buffer_copy(data)
+    features = s.feature_flags
+    return SnpPlatformStatus(
+        api_major=s.api_major,
+        api_minor=s.api_minor,
+        state=s.state,
+        # Bit 0 only: bit 1 (alias check complete, newer firmware) must not read as "RMP".
+        rmp_initialized=bool(s.rmp_flags & 0x1),
+        alias_check_complete=bool(s.rmp_flags & 0x2),
+        build_id=s.build_id,
+        mask_chip_id=bool(features & 1 << 0),
+        mask_chip_key=bool(features & 1 << 1),
+        vlek_en=bool(features & 1 << 2),
+        feature_info=bool(features & 1 << 3),
+        rapl_dis=bool(features & 1 << 4),
+        ciphertext_hiding_cap=bool(features & 1 << 5),
+        ciphertext_hiding_en=bool(features & 1 << 6),
+        guest_count=s.guest_count,
+        current_tcb=TcbVersion.decode(s.current_tcb_version, generation),
+        reported_tcb=TcbVersion.decode(s.reported_tcb_version, generation),
+    )
+
+
+def classify(exc: BaseException, command: int) -> Unreadable:
+    what = f"/{paths.SEV_DEVICE} {COMMAND_NAMES[command]}"
+    err = getattr(exc, "errno", None)
+    fw_error = getattr(exc, "fw_error", None)
+    if command == uapi.SNP_PLATFORM_STATUS and err == errno.EINVAL:
+        return Unreadable(
+            Reason.SNP_NOT_INITIALISED, f"{what}: EINVAL (SNP is not initialised)", errno=err
+        )
+    if err == errno.ENODEV:
+        return Unreadable(Reason.PSP_DEVICE_MISSING, f"{what}: no PSP (ENODEV)", errno=err)
+    if fw_error:
+        return Unreadable(
+            Reason.PSP_COMMAND_FAILED,
+            f"{what}: firmware error {uapi.firmware_error_name(fw_error)}",
+            errno=err,
+            fw_error=fw_error,
+        )
+    return unreadable_from(
+        exc,
+        what,
+        missing=Reason.PSP_DEVICE_MISSING,
+        denied=Reason.DEVICE_DENIED,
+        other=Reason.PSP_COMMAND_FAILED,
+    )
+
+
+def read(host: Host, generation: Generation) -> PspFacts:
+    replies = {}
+    for command in (uapi.SEV_PLATFORM_STATUS, uapi.SNP_PLATFORM_STATUS):
+        try:
+            replies[command] = (host.psp_command(command), None)
+        except (PspError, OSError, NotCaptured) as exc:
+            replies[command] = (None, classify(exc, command))
+    sev_raw, sev_unreadable = replies[uapi.SEV_PLATFORM_STATUS]
+    snp_raw, snp_unreadable = replies[uapi.SNP_PLATFORM_STATUS]
+    return PspFacts(
+        sev=decode_sev_status(sev_raw) if sev_raw is not None else None,
+        sev_unreadable=sev_unreadable,
+        snp=decode_snp_status(snp_raw, generation) if snp_raw is not None else None,
+        snp_unreadable=snp_unreadable,
+    )
