@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Tuple
 
+from nfd_snp.errors import ProgrammingError
 from nfd_snp.model import FirmwareState, HostFacts, Unreadable
 from nfd_snp.reasons import Reason
 
@@ -131,8 +132,9 @@ def check_generation(f: HostFacts) -> Outcome:
     generation = generation_of(family, model)
     detail = f"family {family:#x} model {model:#x}" if model is not None else f"family {family:#x}"
     if generation is Generation.UNKNOWN:
-        return Outcome(Status.UNKNOWN, f"{detail}: not a known EPYC generation",
-                       Reason.UNKNOWN_GENERATION)
+        return Outcome(
+            Status.UNKNOWN, f"{detail}: not a known EPYC generation", Reason.UNKNOWN_GENERATION
+        )
     return passed(f"{detail} ({generation.value})")
 
 
@@ -210,9 +212,7 @@ def check_sev_firmware(f: HostFacts) -> Outcome:
     status = f.psp.sev
     if status is None:
         return from_unreadable(f.psp.sev_unreadable)
-    return passed(
-        f"SEV API {status.api_version} build {status.build}, {status.guest_count} guests"
-    )
+    return passed(f"SEV API {status.api_version} build {status.build}, {status.guest_count} guests")
 
 
 def _state_name(state: int) -> str:
@@ -282,9 +282,8 @@ def check_tcb(f: HostFacts) -> Outcome:
     if status is None:
         return from_unreadable(f.psp.snp_unreadable)
     cur, rep = status.current_tcb, status.reported_tcb
-    detail = (
-        f"current bl={cur.bootloader} tee={cur.tee} snp={cur.snp} ucode={cur.microcode}"
-        + (f" fmc={cur.fmc}" if cur.fmc is not None else "")
+    detail = f"current bl={cur.bootloader} tee={cur.tee} snp={cur.snp} ucode={cur.microcode}" + (
+        f" fmc={cur.fmc}" if cur.fmc is not None else ""
     )
     if cur.raw == rep.raw:
         return passed(f"{detail}; reported TCB is the same")
@@ -365,8 +364,10 @@ def check_libvirt_snp(f: HostFacts) -> Outcome:
     if "sev-snp" in d.sectypes:
         return passed("launchSecurity sectype 'sev-snp' offered")
     if d.launch_security_supported is None:
-        return failed(Reason.LIBVIRT_NO_SNP, "no <launchSecurity> in domain capabilities "
-                      "(libvirt older than 8.0)")
+        return failed(
+            Reason.LIBVIRT_NO_SNP,
+            "no <launchSecurity> in domain capabilities (libvirt older than 8.0)",
+        )
     offered = ", ".join(d.sectypes) or "none"
     return failed(Reason.LIBVIRT_NO_SNP, f"launchSecurity sectypes offered: {offered}")
 
@@ -400,9 +401,7 @@ def check_running_guests(f: HostFacts) -> Outcome:
         return from_unreadable(g.unreadable)
     detail = f"{len(g.snp_pids)} SEV-SNP and {len(g.sev_pids)} SEV/SEV-ES QEMU guests running"
     if f.asids.sev_current is not None or f.asids.sev_es_current is not None:
-        detail += (
-            f" (misc.current: sev {f.asids.sev_current}, sev_es {f.asids.sev_es_current})"
-        )
+        detail += f" (misc.current: sev {f.asids.sev_current}, sev_es {f.asids.sev_es_current})"
     return passed(detail)
 
 
@@ -410,63 +409,76 @@ def check_running_guests(f: HostFacts) -> Outcome:
 
 SEV, ES, SNP = Guest.SEV, Guest.SEV_ES, Guest.SEV_SNP
 
-TREE: Tuple[Check, ...] = (
-    Check("cpu.vendor", "AMD CPU", SEV, check_vendor, (
-        Check("cpu.generation", "EPYC generation", None, check_generation),
-        Check("cpu.sme", "Memory encryption in the CPU (SME)", SEV,
-              _leaf_bit("sme", 0, Reason.CPU_NO_SME, "sme"), (
-            Check("bios.mem_encrypt", "Memory encryption enabled (SYSCFG MEM_ENCRYPT)", SEV,
-                  _syscfg_bit("mem_encrypt", 23, Reason.BIOS_MEM_ENCRYPT_OFF, ("sme", "sev"))),
-            Check("cpu.sev", "SEV in the CPU", SEV, _leaf_bit("sev", 1, Reason.CPU_NO_SEV, "sev"), (
-                Check("kernel.sev", "SEV enabled by the host kernel", SEV,
-                      _kernel_flag("sev", Reason.KERNEL_NO_SEV)),
-                Check("psp.sev_status", "SEV firmware answers (/dev/sev)", SEV, check_sev_firmware, (
-                    Check("psp.sev_init", "SEV firmware initialised", SEV, check_sev_initialised),
-                )),
-                Check("kvm.device", "KVM (/dev/kvm)", SEV, check_kvm_device),
-                Check("kvm.sev", "kvm_amd sev parameter", SEV, _kvm_param("sev", Reason.KVM_SEV_OFF)),
-                Check("asid.sev", "SEV ASIDs", SEV, _asids(es=False)),
-                Check("libvirt.sev", "libvirt reports SEV", SEV, check_libvirt_sev),
-                Check("cpu.sev_es", "SEV-ES in the CPU", ES,
-                      _leaf_bit("sev_es", 3, Reason.CPU_NO_SEV_ES, "sev_es"), (
-                    Check("kernel.sev_es", "SEV-ES enabled by the host kernel", ES,
-                          _kernel_flag("sev_es", Reason.KERNEL_NO_SEV_ES)),
-                    Check("psp.sev_es_init", "SEV-ES initialised in firmware (CONFIG_ES)", ES,
-                          check_sev_es_initialised),
-                    Check("kvm.sev_es", "kvm_amd sev_es parameter", ES,
-                          _kvm_param("sev_es", Reason.KVM_SEV_ES_OFF)),
-                    Check("asid.sev_es", "SEV-ES/SNP ASIDs", ES, _asids(es=True)),
-                    Check("cpu.snp", "SEV-SNP in the CPU", SNP,
-                          _leaf_bit("snp", 4, Reason.CPU_NO_SNP, "sev_snp"), (
-                        Check("cpu.vmpl", "VMPLs in the CPU", SNP, check_vmpl),
-                        Check("bios.snp_en", "SNP enabled (SYSCFG SNP_EN)", SNP,
-                              _syscfg_bit("snp_en", 24, Reason.BIOS_SNP_OFF, ("sev_snp",))),
-                        Check("bios.rmp", "RMP table reserved (RMP_BASE/RMP_END)", SNP,
-                              check_rmp_reserved),
-                        Check("kernel.sev_snp", "SEV-SNP enabled by the host kernel", SNP,
-                              _kernel_flag("sev_snp", Reason.KERNEL_NO_SNP)),
-                        Check("psp.snp_init", "SNP firmware initialised", SNP,
-                              check_snp_initialised, (
-                            Check("psp.snp_api", "SNP firmware API >= 1.51", SNP, check_snp_api),
-                            Check("psp.rmp_init", "RMP initialised in firmware", SNP,
-                                  check_rmp_initialised),
-                            Check("psp.tcb", "TCB committed (current == reported)", None,
-                                  check_tcb),
-                        )),
-                        Check("kvm.sev_snp", "kvm_amd sev_snp parameter", SNP,
-                              _kvm_param("sev_snp", Reason.KVM_SNP_OFF)),
-                        Check("libvirt.sev_snp", "libvirt offers launchSecurity sev-snp", SNP,
-                              check_libvirt_snp),
-                        Check("firmware.snp", "SEV-SNP guest firmware (OVMF)", SNP,
-                              check_snp_firmware),
-                    )),
-                )),
-            )),
-            Check("cpu.cbit", "C-bit position", None, check_cbit),
-        )),
-        Check("guests.running", "Running SEV/SNP guests", None, check_running_guests),
-    )),
+# (name, title, lowest guest type gated, evaluation, parent). Order is report order; a
+# parent comes before its children. Names are the anchors in docs/troubleshooting.md.
+# fmt: off
+CHECKS = (
+    ("cpu.vendor", "AMD CPU", SEV, check_vendor, None),
+    ("cpu.generation", "EPYC generation", None, check_generation, "cpu.vendor"),
+    ("cpu.sme", "Memory encryption in the CPU (SME)", SEV,
+     _leaf_bit("sme", 0, Reason.CPU_NO_SME, "sme"), "cpu.vendor"),
+    ("bios.mem_encrypt", "Memory encryption enabled (SYSCFG MEM_ENCRYPT)", SEV,
+     _syscfg_bit("mem_encrypt", 23, Reason.BIOS_MEM_ENCRYPT_OFF, ("sme", "sev")), "cpu.sme"),
+    ("cpu.sev", "SEV in the CPU", SEV, _leaf_bit("sev", 1, Reason.CPU_NO_SEV, "sev"), "cpu.sme"),
+    ("kernel.sev", "SEV enabled by the host kernel", SEV,
+     _kernel_flag("sev", Reason.KERNEL_NO_SEV), "cpu.sev"),
+    ("psp.sev_status", "SEV firmware answers (/dev/sev)", SEV, check_sev_firmware, "cpu.sev"),
+    ("psp.sev_init", "SEV firmware initialised", SEV, check_sev_initialised, "psp.sev_status"),
+    ("kvm.device", "KVM (/dev/kvm)", SEV, check_kvm_device, "cpu.sev"),
+    ("kvm.sev", "kvm_amd sev parameter", SEV, _kvm_param("sev", Reason.KVM_SEV_OFF), "cpu.sev"),
+    ("asid.sev", "SEV ASIDs", SEV, _asids(es=False), "cpu.sev"),
+    ("libvirt.sev", "libvirt reports SEV", SEV, check_libvirt_sev, "cpu.sev"),
+    ("cpu.sev_es", "SEV-ES in the CPU", ES,
+     _leaf_bit("sev_es", 3, Reason.CPU_NO_SEV_ES, "sev_es"), "cpu.sev"),
+    ("kernel.sev_es", "SEV-ES enabled by the host kernel", ES,
+     _kernel_flag("sev_es", Reason.KERNEL_NO_SEV_ES), "cpu.sev_es"),
+    ("psp.sev_es_init", "SEV-ES initialised in firmware (CONFIG_ES)", ES,
+     check_sev_es_initialised, "cpu.sev_es"),
+    ("kvm.sev_es", "kvm_amd sev_es parameter", ES,
+     _kvm_param("sev_es", Reason.KVM_SEV_ES_OFF), "cpu.sev_es"),
+    ("asid.sev_es", "SEV-ES/SNP ASIDs", ES, _asids(es=True), "cpu.sev_es"),
+    ("cpu.snp", "SEV-SNP in the CPU", SNP,
+     _leaf_bit("snp", 4, Reason.CPU_NO_SNP, "sev_snp"), "cpu.sev_es"),
+    ("cpu.vmpl", "VMPLs in the CPU", SNP, check_vmpl, "cpu.snp"),
+    ("bios.snp_en", "SNP enabled (SYSCFG SNP_EN)", SNP,
+     _syscfg_bit("snp_en", 24, Reason.BIOS_SNP_OFF, ("sev_snp",)), "cpu.snp"),
+    ("bios.rmp", "RMP table reserved (RMP_BASE/RMP_END)", SNP, check_rmp_reserved, "cpu.snp"),
+    ("kernel.sev_snp", "SEV-SNP enabled by the host kernel", SNP,
+     _kernel_flag("sev_snp", Reason.KERNEL_NO_SNP), "cpu.snp"),
+    ("psp.snp_init", "SNP firmware initialised", SNP, check_snp_initialised, "cpu.snp"),
+    ("psp.snp_api", "SNP firmware API >= 1.51", SNP, check_snp_api, "psp.snp_init"),
+    ("psp.rmp_init", "RMP initialised in firmware", SNP, check_rmp_initialised, "psp.snp_init"),
+    ("psp.tcb", "TCB committed (current == reported)", None, check_tcb, "psp.snp_init"),
+    ("kvm.sev_snp", "kvm_amd sev_snp parameter", SNP,
+     _kvm_param("sev_snp", Reason.KVM_SNP_OFF), "cpu.snp"),
+    ("libvirt.sev_snp", "libvirt offers launchSecurity sev-snp", SNP, check_libvirt_snp, "cpu.snp"),
+    ("firmware.snp", "SEV-SNP guest firmware (OVMF)", SNP, check_snp_firmware, "cpu.snp"),
+    ("cpu.cbit", "C-bit position", None, check_cbit, "cpu.sme"),
+    ("guests.running", "Running SEV/SNP guests", None, check_running_guests, "cpu.vendor"),
 )
+# fmt: on
+
+
+def build_tree(specs) -> Tuple[Check, ...]:
+    """Nest the flat table into `Check` objects (children in table order)."""
+    children: dict = {}
+    for name, _title, _gate, _evaluate, parent in specs:
+        if parent is not None and parent not in children:
+            raise ProgrammingError(f"check {name}: parent {parent} is not declared before it")
+        if name in children:
+            raise ProgrammingError(f"check {name} is declared twice")
+        children[name] = []
+        children.setdefault(parent, [])
+
+    def make(spec) -> Check:
+        name, title, gate, evaluate_, _parent = spec
+        kids = tuple(make(s) for s in specs if s[4] == name)
+        return Check(name, title, gate, evaluate_, kids)
+
+    return tuple(make(s) for s in specs if s[4] is None)
+
+
+TREE: Tuple[Check, ...] = build_tree(CHECKS)
 
 
 def all_checks() -> Iterator[Check]:
@@ -514,7 +526,9 @@ class Report:
         return next(v for v in self.verdicts if v.guest is guest)
 
 
-def _evaluate_tree(facts: HostFacts, checks, depth: int, parent: Optional[Check], skip: Optional[str]):
+def _evaluate_tree(
+    facts: HostFacts, checks, depth: int, parent: Optional[Check], skip: Optional[str]
+):
     for check in checks:
         if skip is not None:
             outcome = skipped(skip)

@@ -6,9 +6,8 @@ error. Errors are one line on stderr; a traceback only with -v, and only for bug
 
 from __future__ import annotations
 
-import logging
+import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import click
@@ -16,11 +15,13 @@ import click
 from nfd_snp import __version__
 from nfd_snp.errors import NfdSnpError
 
-log = logging.getLogger("nfd_snp")
+# Bundled sample snapshots ship inside the package (package_data); nothing on the start-up
+# path imports importlib.resources or logging, which would cost more than the probe itself.
+SAMPLES_DIR = Path(os.path.dirname(os.path.abspath(__file__))) / "samples"
 
 
 def samples_dir() -> Path:
-    return Path(str(resources.files("nfd_snp") / "samples"))
+    return SAMPLES_DIR
 
 
 def sample_names() -> list:
@@ -31,6 +32,12 @@ def sample_names() -> list:
 @dataclass
 class State:
     verbose: int = 0
+    quiet: bool = False
+
+    def info(self, message: str) -> None:
+        """A progress line on stderr with -v."""
+        if self.verbose and not self.quiet:
+            click.echo(f"nfd-snp: {message}", err=True)
 
 
 class NfdSnpGroup(click.Group):
@@ -70,9 +77,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     guest firmware), says which confidential guest types can run here and why not, and
     publishes that to Node Feature Discovery.
     """
-    level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=logging.ERROR if quiet else level, format="nfd-snp: %(message)s")
-    ctx.obj = State(verbose=verbose)
+    ctx.obj = State(verbose=verbose, quiet=quiet)
 
 
 def open_report(host_root: str, sample: str | None, libvirt: bool, libvirt_timeout: float):
@@ -81,8 +86,9 @@ def open_report(host_root: str, sample: str | None, libvirt: bool, libvirt_timeo
     from nfd_snp.probe import probe
 
     root = samples_dir() / sample if sample else Path(host_root)
+    state = click.get_current_context().find_object(State) or State()
     with open_host(root, libvirt=libvirt, libvirt_timeout=libvirt_timeout) as host:
-        log.info("probing %s%s", root, " (snapshot)" if host.snapshot else "")
+        state.info(f"probing {root}{' (snapshot)' if host.snapshot else ''}")
         facts = probe(host)
     return evaluate(facts)
 
@@ -126,7 +132,9 @@ def host_options(func):
 
 @cli.command()
 @host_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report (docs/check-json.md).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable report (docs/check-json.md)."
+)
 @click.option("--failures", is_flag=True, help="Show only failed and unknown checks.")
 def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
     """Readiness report: every check PASS/FAIL/SKIP/UNKNOWN with detail and fix.
@@ -164,8 +172,12 @@ def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
     metavar="DIR",
     help="The live host to capture (/ on a node, /host in a container).",
 )
-@click.option("--libvirt/--no-libvirt", default=True, show_default=True,
-              help="Include libvirt's domain capabilities.")
+@click.option(
+    "--libvirt/--no-libvirt",
+    default=True,
+    show_default=True,
+    help="Include libvirt's domain capabilities.",
+)
 def capture(out, host_root, libvirt):
     """Save every input the probe reads from this host into the directory OUT.
 

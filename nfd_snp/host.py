@@ -279,7 +279,11 @@ class LiveHost(Host):
         from nfd_snp import libvirtconn  # libvirt-python is imported only when needed
 
         try:
-            xml = libvirtconn.domain_capabilities(self, self.libvirt_timeout) if self.libvirt else None
+            xml = (
+                libvirtconn.domain_capabilities(self, self.libvirt_timeout)
+                if self.libvirt
+                else None
+            )
         except LibvirtError as exc:
             self._record_error("domcaps", exc)
             raise
@@ -380,7 +384,7 @@ class SnapshotHost(Host):
         except ValueError:
             data = None
         if data is None or len(data) != size:
-            raise SnapshotError(f"{key}: expected {size} bytes as hex or {{\"errno\": N}}")
+            raise SnapshotError(f'{key}: expected {size} bytes as hex or {{"errno": N}}')
         return data
 
     def domain_capabilities(self) -> Optional[str]:

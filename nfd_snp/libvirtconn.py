@@ -39,7 +39,9 @@ def domain_capabilities(host: Host, timeout: float) -> Optional[str]:
     try:
         import libvirt
     except ImportError:
-        raise LibvirtError(Reason.LIBVIRT_PYTHON_MISSING, "libvirt-python is not installed")
+        raise LibvirtError(
+            Reason.LIBVIRT_PYTHON_MISSING, "libvirt-python is not installed"
+        ) from None
 
     result: dict = {}
 

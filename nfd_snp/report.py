@@ -6,8 +6,6 @@ The JSON layout is documented in docs/check-json.md and versioned by `schema`.
 from __future__ import annotations
 
 import json
-import shutil
-import textwrap
 from typing import List
 
 import click
@@ -91,14 +89,20 @@ def _collapse_skips(results):
     return rows
 
 
-SAMPLE_HINT = "To see the full report of an SEV-SNP-ready node: nfd-snp check --sample genoa-snp-ready"
+SAMPLE_HINT = (
+    "To see the full report of an SEV-SNP-ready node: nfd-snp check --sample genoa-snp-ready"
+)
 
 
 def render_table(report: Report, *, failures_only: bool = False, width: int = 0) -> str:
     """Human report. Styled with ANSI; click.echo strips the styles when not on a TTY."""
+    import shutil  # table-only imports stay off the --json path
+    import textwrap
+
     width = width or min(shutil.get_terminal_size((120, 24)).columns, 160)
     results = [
-        r for r in report.results
+        r
+        for r in report.results
         if not failures_only or r.outcome.status in (Status.FAIL, Status.UNKNOWN)
     ]
     title_width = max((len(r.check.title) + 2 * r.depth for r in results), default=10)
@@ -115,13 +119,16 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
             detail_text = f"{r.outcome.detail}: " + ", ".join(g.check.name for g in group)
         title = (indent + text).ljust(title_width)
         detail = textwrap.wrap(detail_text, detail_width) or [""]
-        tag = click.style(status.value.ljust(7), fg=STATUS_COLOURS[status], bold=status is Status.FAIL)
+        tag = click.style(
+            status.value.ljust(7), fg=STATUS_COLOURS[status], bold=status is Status.FAIL
+        )
         lines.append(f"{tag} {title}  {detail[0]}")
         pad = " " * (8 + title_width + 2)
         lines.extend(pad + more for more in detail[1:])
         if r.fix:
-            fix = textwrap.wrap(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]",
-                                max(width - len(pad) - 1, 30))
+            fix = textwrap.wrap(
+                f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]", max(width - len(pad) - 1, 30)
+            )
             lines.extend(pad + click.style(part, fg="cyan") for part in fix)
     if failures_only and not results:
         lines.append("no failed or unknown checks")

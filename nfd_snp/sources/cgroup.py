@@ -56,12 +56,14 @@ def read(host: Host) -> AsidFacts:
                 continue
             current = _read_keyed(host, f"{directory}/misc.current") or {}
         except OSError as exc:
-            failure = unreadable_from(exc, "/" + capacity_rel, missing=Reason.FILE_GARBLED,
-                                      other=Reason.FILE_GARBLED)
+            failure = unreadable_from(
+                exc, "/" + capacity_rel, missing=Reason.FILE_GARBLED, other=Reason.FILE_GARBLED
+            )
             return AsidFacts("/" + directory, None, None, None, None, failure)
         except ValueError as exc:
-            return AsidFacts("/" + directory, None, None, None, None,
-                             Unreadable(Reason.FILE_GARBLED, str(exc)))
+            return AsidFacts(
+                "/" + directory, None, None, None, None, Unreadable(Reason.FILE_GARBLED, str(exc))
+            )
         return AsidFacts(
             path="/" + directory,
             sev_capacity=capacity.get("sev"),

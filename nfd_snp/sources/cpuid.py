@@ -47,7 +47,13 @@ def read(host: Host) -> CpuFacts:
             leaf = MemEncryptLeaf(*host.cpuid(LEAF_MEM_ENCRYPT))
     except (OSError, NotCaptured) as exc:
         return CpuFacts(
-            "cpuid", None, None, None, None, None, None,
+            "cpuid",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
             unreadable_from(
                 exc,
                 "/" + paths.CPUID_DEVICE,

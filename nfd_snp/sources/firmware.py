@@ -40,7 +40,8 @@ def parse_descriptor(rel: str, data: bytes) -> FirmwareImage:
         mode = "split"  # firmware.json: flash mode defaults to split
     targets = doc.get("targets") if isinstance(doc.get("targets"), list) else []
     architectures = tuple(
-        t["architecture"] for t in targets
+        t["architecture"]
+        for t in targets
         if isinstance(t, dict) and isinstance(t.get("architecture"), str)
     )
     return FirmwareImage(

@@ -23,7 +23,7 @@ def is_qemu(cmdline: bytes) -> bool:
 
 
 def guest_kind(cmdline: bytes) -> Optional[str]:
-    """"sev-snp", "sev" (SEV or SEV-ES) or None for a process's NUL-separated argv."""
+    """ "sev-snp", "sev" (SEV or SEV-ES) or None for a process's NUL-separated argv."""
     if not is_qemu(cmdline):
         return None
     # Both the QemuOpts form (-object sev-snp-guest,id=..) and the JSON form

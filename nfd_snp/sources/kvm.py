@@ -24,8 +24,9 @@ def read_parameter(host: Host, name: str) -> KvmParameter:
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return KvmParameter(name, present=False, enabled=None)
-        failure = unreadable_from(exc, "/" + rel, missing=Reason.FILE_GARBLED,
-                                  other=Reason.FILE_GARBLED)
+        failure = unreadable_from(
+            exc, "/" + rel, missing=Reason.FILE_GARBLED, other=Reason.FILE_GARBLED
+        )
         return KvmParameter(name, present=True, enabled=None, unreadable=failure)
     text = decode_text(raw).strip()
     enabled = PARAM_VALUES.get(text)

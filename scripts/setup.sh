@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up nfd-snp on a fresh Debian/Ubuntu machine: system packages, and a virtualenv in
+# .venv with nfd-snp installed. With --test, also what the test suite needs (a libvirt
+# daemon with QEMU, a C compiler) and a running libvirtd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+test_deps=0
+case "${1:-}" in
+  --test) test_deps=1 ;;
+  "") ;;
+  -h|--help) sed -n '2,4s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+esac
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# libvirt-python builds against libvirt-dev; python3-dev for Python.h.
+packages="python3 python3-venv python3-dev gcc pkg-config libvirt-dev"
+if [ "$test_deps" = 1 ]; then
+  packages="$packages libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ca-certificates"
+fi
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+extra=""
+[ "$test_deps" = 1 ] && extra="[test]"
+echo "setup: installing nfd-snp$extra into .venv"
+# compat mode: a plain path entry, not an import-hook finder that slows every start
+.venv/bin/python -m pip install -q --disable-pip-version-check \
+  --config-settings editable_mode=compat -e ".$extra"
+
+if [ "$test_deps" = 1 ]; then
+  bash scripts/start-libvirtd.sh
+fi
+echo "setup: done"

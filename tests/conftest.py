@@ -1,0 +1,95 @@
+"""Shared test fixtures: snapshot builder, shared/ fixtures, trixie assets, a real libvirtd."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SAMPLES = REPO / "nfd_snp" / "samples"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip a test whose real component is missing, but fail in CI, where it must be there."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required in CI: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    """Build a snapshot directory: snapshot(files={rel: text|bytes}, capture={...})."""
+
+    def build(files=None, capture=None, base=None):
+        root = tmp_path / f"snap{len(list(tmp_path.iterdir()))}"
+        if base:
+            shutil.copytree(SAMPLES / base, root)
+            merged = json.loads((root / "nfd-snp-capture.json").read_text())
+        else:
+            root.mkdir()
+            merged = {}
+        merged.update(capture or {})
+        for rel, content in (files or {}).items():
+            path = root / rel
+            if content is None:
+                path.unlink()
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        (root / "nfd-snp-capture.json").write_text(json.dumps(merged))
+        return root
+
+    return build
+
+
+def probe_root(root):
+    from nfd_snp.host import open_host
+    from nfd_snp.probe import probe
+
+    with open_host(root) as host:
+        return probe(host)
+
+
+def report_of(root):
+    from nfd_snp.checks import evaluate
+
+    return evaluate(probe_root(root))
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent (fixtures from libvirt and KubeVirt live there)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def trixie_root():
+    """Debian trixie's linux-libc-dev and libvirt-common unpacked (fetched once, cached)."""
+    dest = REPO / ".cache" / "trixie"
+    script = REPO / "scripts" / "fetch-trixie-assets.sh"
+    result = subprocess.run(["bash", str(script), str(dest)], capture_output=True, text=True)
+    need(result.returncode == 0, f"cannot fetch trixie packages: {result.stderr.strip()[-300:]}")
+    return dest / "root"
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    """A real libvirtd answering on qemu:///system (started by scripts/start-libvirtd.sh)."""
+    need(shutil.which("libvirtd") is not None, "libvirtd is not installed")
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "start-libvirtd.sh")], capture_output=True, text=True
+    )
+    need(result.returncode == 0, f"libvirtd did not start: {result.stderr.strip()}")
+    return "qemu:///system"

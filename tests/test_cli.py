@@ -1,0 +1,123 @@
+"""The `nfd-snp` CLI as a user runs it: exit codes, one-line errors, JSON, help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from nfd_snp.cli import cli
+from tests.conftest import REPO
+
+SCHEMA_KEYS = {"schema", "version", "host_root", "snapshot", "checks", "verdicts", "facts"}
+CHECK_KEYS = {"name", "title", "parent", "depth", "gates", "status", "detail", "reason", "fix"}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    "sample, code",
+    [("genoa-snp-ready", 0), ("milan-snp-off", 1), ("rome-sev-only", 1), ("intel", 1)],
+)
+def test_check_exit_code_follows_snp_verdict(sample, code):
+    result = run("check", "--sample", sample)
+    assert result.exit_code == code
+    assert "SEV-SNP" in result.output
+
+
+def test_json_report_schema():
+    result = run("check", "--sample", "milan-snp-off", "--json")
+    data = json.loads(result.output)
+    assert set(data) == SCHEMA_KEYS and data["schema"] == "nfd-snp.check/v1"
+    assert all(set(c) == CHECK_KEYS for c in data["checks"])
+    assert data["verdicts"]["sev-snp"]["ready"] == "no"
+    failed = {c["name"]: c for c in data["checks"] if c["status"] == "FAIL"}
+    assert failed["bios.snp_en"]["reason"] == "bios-snp-off" and failed["bios.snp_en"]["fix"]
+    assert data["facts"]["psp"]["snp_unreadable"]["errno"] == 22
+
+
+def test_failures_only():
+    result = run("check", "--sample", "rome-sev-only", "--failures")
+    assert "PASS" not in result.output
+    assert "kvm_amd sev_es parameter" in result.output
+
+
+def test_table_has_no_ansi_when_not_a_tty():
+    assert "\x1b[" not in run("check", "--sample", "intel").output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["check", "--host-root", "/nonexistent/x"], "not a directory"),
+        (["check", "--sample", "genoa-snp-ready", "--host-root", "/tmp"], "exclude each other"),
+        (["check", "--sample", "nosuch"], "Invalid value for '--sample'"),
+        (["check", "--bogus"], "No such option"),
+    ],
+)
+def test_usage_and_input_errors_exit_2(args, message):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ('{"cpuid": {"0x00000000": [1, 2]}}', "expected [eax, ebx, ecx, edx]"),
+        ('{"msr": {"0xc0010010": "big"}}', "expected an unsigned integer"),
+        ('{"sev_platform_status": "abc"}', "expected 12 bytes"),
+        ('{"snp_platform_status": {"errno": "x"}}', "errno must be a positive integer"),
+        ('{"domcaps": 5}', "'domcaps' must be a string or null"),
+        ("[" * 100000, "not valid JSON"),
+    ],
+)
+def test_corrupt_snapshot_is_one_line_exit_2(tmp_path, content, message):
+    (tmp_path / "nfd-snp-capture.json").write_text(content)
+    result = CliRunner().invoke(cli, ["check", "--host-root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nfd-snp: error:") and message in lines[0]
+
+
+def test_capture_into_non_empty_directory_refused(tmp_path):
+    (tmp_path / "keep").write_text("x")
+    result = CliRunner().invoke(cli, ["capture", str(tmp_path), "--no-libvirt"])
+    assert result.exit_code == 1
+    assert "exists and is not an empty directory" in result.output
+
+
+@pytest.mark.parametrize("args", [[], ["check"], ["capture"]])
+def test_help_explains(args):
+    result = run(*args, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+    if args == ["check"]:
+        assert "--sample" in result.output and "genoa-snp-ready" in result.output
+        assert "Exit status" in result.output
+
+
+def test_check_on_this_host_as_a_subprocess():
+    """The real console script on this machine: a report, no traceback, exit 0 or 1."""
+    exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
+    proc = subprocess.run(
+        [exe, "check", "--no-libvirt"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode in (0, 1)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "SEV-SNP" in proc.stdout and "nfd-snp check: host /" in proc.stdout
+
+
+def test_module_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "nfd_snp", "--version"], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0 and "nfd-snp, version" in proc.stdout

@@ -1,0 +1,404 @@
+"""Sources: parsing of every host input, edge cases from real bugs in peer tools."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+
+import pytest
+
+from nfd_snp.host import LiveHost
+from nfd_snp.model import Generation, MemEncryptLeaf, TcbVersion
+from nfd_snp.reasons import Reason
+from nfd_snp.sources import cpuid, firmware, guests, kernel, kvm, msr, psp
+from tests.conftest import probe_root
+
+# -- CPUID -------------------------------------------------------------------------------
+
+
+def test_only_bit0_set_is_sme_not_sev_or_snp():
+    # snphost v0.7.0 tested `(eax & 1) << n`, making every feature follow bit 0.
+    leaf = MemEncryptLeaf(eax=0x1, ebx=0, ecx=0, edx=0)
+    assert leaf.sme
+    assert not (leaf.sev or leaf.sev_es or leaf.snp or leaf.vmpl or leaf.secure_tsc)
+
+
+def test_each_feature_follows_its_own_bit():
+    for bit, attr in [(1, "sev"), (3, "sev_es"), (4, "snp"), (5, "vmpl"), (8, "secure_tsc")]:
+        leaf = MemEncryptLeaf(eax=1 << bit, ebx=0, ecx=0, edx=0)
+        assert getattr(leaf, attr), attr
+        assert not leaf.sme
+
+
+def test_cbit_51_needs_six_bits():
+    leaf = MemEncryptLeaf(eax=0x1F, ebx=0x4073, ecx=1006, edx=510)
+    assert leaf.cbitpos == 51  # a 5-bit mask would give 19
+    assert leaf.reduced_phys_bits == 1 and leaf.vmpl_count == 4
+    assert (leaf.sev_asids, leaf.es_asids) == (497, 509)
+
+
+def test_min_asid_one_means_no_es_asids():
+    leaf = MemEncryptLeaf(eax=0xF, ebx=0x6F, ecx=509, edx=1)
+    assert leaf.es_asids == 0 and leaf.sev_asids == 509
+
+
+@pytest.mark.parametrize(
+    "eax, expected",
+    [
+        (0x00A10F11, (0x19, 0x11, 1)),  # Genoa
+        (0x00A00F11, (0x19, 0x01, 1)),  # Milan
+        (0x00830F10, (0x17, 0x31, 0)),  # Rome
+        (0x00B00F21, (0x1A, 0x02, 1)),  # Turin
+        (0x000A0671, (0x06, 0xA7, 1)),  # Intel Sapphire Rapids VM (this CI machine's kind)
+    ],
+)
+def test_signature(eax, expected):
+    assert cpuid.decode_signature(eax) == expected
+
+
+@pytest.mark.parametrize(
+    "family, model, generation",
+    [
+        (0x17, 0x01, Generation.NAPLES),
+        (0x17, 0x31, Generation.ROME),
+        (0x19, 0x01, Generation.MILAN),
+        (0x19, 0x11, Generation.GENOA),
+        (0x19, 0xA0, Generation.GENOA),
+        (0x1A, 0x02, Generation.TURIN),
+        (0x15, 0x02, Generation.UNKNOWN),
+    ],
+)
+def test_generation(family, model, generation):
+    from nfd_snp.model import generation_of
+
+    assert generation_of(family, model) is generation
+
+
+def _sparse_device(path, entries):
+    """A regular file holding `bytes` at `offset`s: pread() sees what a device would give."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for offset, data in entries.items():
+            os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def test_live_cpuid_and_msr_path_reads_device_offsets(tmp_path):
+    """LiveHost preads at offset = leaf / MSR index, as /dev/cpu/0/cpuid and msr expect.
+
+    (Adjacent leaves overlap in a plain file, so only non-adjacent offsets are placed.)
+    """
+    _sparse_device(
+        tmp_path / "dev/cpu/0/cpuid",
+        {0x8000001F: struct.pack("<4I", 0x0101FDFF, 0x4073, 1006, 510)},
+    )
+    _sparse_device(tmp_path / "dev/cpu/0/msr", {0xC0010010: struct.pack("<Q", 0x03FC0000)})
+    with LiveHost(tmp_path, libvirt=False) as host:
+        leaf = MemEncryptLeaf(*host.cpuid(0x8000001F))
+        syscfg = host.msr(0xC0010010)
+        with pytest.raises(OSError) as short:
+            host.msr(0xC0010010 + 0x100000000)  # past the end of the file: a short read
+    assert leaf.cbitpos == 51 and leaf.snp and leaf.min_sev_asid == 510
+    assert syscfg == 0x03FC0000
+    assert short.value.errno == errno.EIO
+
+
+def test_live_missing_devices_are_unknown_with_fix(tmp_path):
+    with LiveHost(tmp_path, libvirt=False) as host:
+        cpu = cpuid.read(host)
+        msrs = msr.read(host)
+    assert cpu.vendor is None and cpu.unreadable.reason is Reason.CPUID_DEVICE_MISSING
+    assert msrs.syscfg is None and msrs.unreadable.reason is Reason.MSR_DEVICE_MISSING
+    assert "modprobe msr" in msrs.unreadable.reason.fix
+
+
+def test_live_ioctl_on_a_non_sev_device_is_a_clear_failure(tmp_path):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/sev").write_bytes(b"")  # a regular file: ioctl gives ENOTTY
+    with LiveHost(tmp_path, libvirt=False) as host:
+        facts = psp.read(host, Generation.GENOA)
+    assert facts.sev is None and facts.sev_unreadable.errno == errno.ENOTTY
+    assert facts.sev_unreadable.reason is Reason.PSP_COMMAND_FAILED
+
+
+# -- MSR / PSP through snapshots -----------------------------------------------------------
+
+
+def test_msr_eacces_is_unknown_not_disabled(snapshot):
+    from nfd_snp.checks import Status, evaluate
+
+    root = snapshot(
+        base="genoa-snp-ready",
+        capture={
+            "msr": {},
+            "unreadable": {
+                "msr:0xc0010010": {"errno": errno.EACCES, "message": "Permission denied"}
+            },
+        },
+        files={"proc/cpuinfo": "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu\n\n"},
+    )
+    facts = probe_root(root)
+    assert facts.msr.syscfg is None and facts.msr.unreadable.reason is Reason.DEVICE_DENIED
+    result = {r.check.name: r for r in evaluate(facts).results}["bios.mem_encrypt"]
+    assert result.outcome.status is Status.UNKNOWN
+    assert "root" in result.fix
+
+
+def test_msr_unreadable_but_kernel_flag_vouches(snapshot):
+    from nfd_snp.checks import Status, evaluate
+
+    root = snapshot(
+        base="genoa-snp-ready",
+        capture={
+            "msr": {},
+            "unreadable": {"msr:0xc0010010": {"errno": errno.ENOENT, "message": "x"}},
+        },
+    )
+    results = {r.check.name: r for r in evaluate(probe_root(root)).results}
+    for name in ("bios.mem_encrypt", "bios.snp_en", "bios.rmp"):
+        assert results[name].outcome.status is Status.PASS, name
+        assert "implied by the kernel flag" in results[name].outcome.detail
+
+
+@pytest.mark.parametrize(
+    "key, err, reason",
+    [
+        ("sev_platform_status", errno.EACCES, Reason.DEVICE_DENIED),
+        ("sev_platform_status", errno.ENOENT, Reason.PSP_DEVICE_MISSING),
+        ("snp_platform_status", errno.EINVAL, Reason.SNP_NOT_INITIALISED),
+        ("snp_platform_status", errno.EACCES, Reason.DEVICE_DENIED),
+    ],
+)
+def test_psp_errors_classified_by_errno(snapshot, key, err, reason):
+    root = snapshot(base="genoa-snp-ready", capture={key: {"errno": err}})
+    facts = probe_root(root).psp
+    unreadable = facts.sev_unreadable if key.startswith("sev") else facts.snp_unreadable
+    assert unreadable.reason is reason and unreadable.errno == err
+
+
+def test_psp_firmware_error_is_named(snapshot):
+    root = snapshot(
+        base="genoa-snp-ready",
+        capture={"sev_platform_status": {"errno": errno.EIO, "fw_error": 0x1}},
+    )
+    unreadable = probe_root(root).psp.sev_unreadable
+    assert unreadable.reason is Reason.PSP_COMMAND_FAILED
+    assert "INVALID_PLATFORM_STATE (0x1)" in unreadable.detail
+
+
+def _snp_bytes(rmp_flags, features=0, cur=0, rep=0):
+    return struct.pack("<BBBBIIIQQ", 1, 55, 1, rmp_flags, 37, features, 2, cur, rep)
+
+
+@pytest.mark.parametrize(
+    "rmp_flags, rmp_init, alias",
+    [(0x0, False, False), (0x1, True, False), (0x3, True, True), (0x2, False, True)],
+)
+def test_rmp_initialised_reads_bit0_only(rmp_flags, rmp_init, alias):
+    status = psp.decode_snp_status(_snp_bytes(rmp_flags), Generation.GENOA)
+    assert (status.rmp_initialized, status.alias_check_complete) == (rmp_init, alias)
+
+
+def test_snp_feature_bits():
+    status = psp.decode_snp_status(_snp_bytes(1, features=0b1010101), Generation.GENOA)
+    assert (
+        status.mask_chip_id and status.vlek_en and status.rapl_dis and status.ciphertext_hiding_en
+    )
+    assert not (status.mask_chip_key or status.feature_info or status.ciphertext_hiding_cap)
+    assert status.build_id == 37 and status.guest_count == 2 and status.api_version == "1.55"
+
+
+def test_tcb_layouts_differ_by_generation():
+    raw = int.from_bytes(bytes([1, 2, 3, 4, 0, 0, 0, 9]), "little")
+    genoa = TcbVersion.decode(raw, Generation.GENOA)
+    turin = TcbVersion.decode(raw, Generation.TURIN)
+    assert (genoa.bootloader, genoa.tee, genoa.snp, genoa.microcode, genoa.fmc) == (
+        1,
+        2,
+        0,
+        9,
+        None,
+    )
+    assert (turin.fmc, turin.bootloader, turin.tee, turin.snp, turin.microcode) == (1, 2, 3, 4, 9)
+
+
+def test_sev_status_decode():
+    data = struct.pack("<BBBIBI", 1, 55, 2, 0x101, 21, 7)
+    status = psp.decode_sev_status(data)
+    assert (status.api_version, status.state, status.build, status.guest_count) == (
+        "1.55",
+        2,
+        21,
+        7,
+    )
+    assert status.owned and status.config_es
+
+
+# -- kvm_amd parameters -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, enabled, garbled",
+    [
+        ("Y\n", True, False),
+        ("N\n", False, False),
+        ("1\n", True, False),
+        ("0\n", False, False),
+        ("yes\n", None, True),
+        ("\x00\xff\n", None, True),
+        ("Y" * 100, None, True),
+        ("", None, True),
+    ],
+)
+def test_kvm_parameter_values(snapshot, content, enabled, garbled):
+    root = snapshot(files={"sys/module/kvm_amd/parameters/sev_snp": content})
+    from nfd_snp.host import open_host
+
+    with open_host(root) as host:
+        param = kvm.read_parameter(host, "sev_snp")
+    assert param.present and param.enabled is enabled
+    assert (
+        param.unreadable is not None and param.unreadable.reason is Reason.FILE_GARBLED
+    ) is garbled
+
+
+def test_missing_sev_snp_parameter_means_old_kernel(snapshot):
+    from nfd_snp.checks import Status, evaluate
+
+    report = evaluate(
+        probe_root(
+            snapshot(base="genoa-snp-ready", files={"sys/module/kvm_amd/parameters/sev_snp": None})
+        )
+    )
+    result = {r.check.name: r for r in report.results}["kvm.sev_snp"]
+    assert result.outcome.status is Status.FAIL
+    assert result.outcome.reason is Reason.KVM_NO_SNP_PARAMETER
+
+
+def test_fifo_in_snapshot_does_not_block(snapshot):
+    root = snapshot(base="genoa-snp-ready")
+    path = root / "sys/module/kvm_amd/parameters/sev"
+    path.unlink()
+    os.mkfifo(path)
+    from nfd_snp.host import open_host
+
+    with open_host(root) as host:
+        param = kvm.read_parameter(host, "sev")
+    assert param.enabled is None and param.unreadable.reason is Reason.FILE_GARBLED
+
+
+# -- misc cgroup --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "capacity, sev, sev_es",
+    [
+        ("sev 497\nsev_es 509\n", 497, 509),
+        ("sev_es 509\nsev 497\n", 497, 509),
+        ("sev_es 99\n", None, 99),
+        ("res_a 3\nsev 10\n", 10, None),
+        ("", None, None),
+    ],
+)
+def test_misc_capacity_exact_keys(snapshot, capacity, sev, sev_es):
+    facts = probe_root(snapshot(files={"sys/fs/cgroup/misc.capacity": capacity})).asids
+    assert (facts.sev_capacity, facts.sev_es_capacity) == (sev, sev_es)
+    assert facts.unreadable is None
+
+
+@pytest.mark.parametrize("capacity", ["sev\n", "sev -1\n", "sev 1 2\n", "sev 0x10\n", "s" * 5000])
+def test_misc_capacity_garbage_is_unknown(snapshot, capacity):
+    facts = probe_root(snapshot(files={"sys/fs/cgroup/misc.capacity": capacity})).asids
+    assert facts.sev_capacity is None and facts.unreadable.reason is Reason.FILE_GARBLED
+
+
+def test_misc_found_on_hybrid_cgroup_root(snapshot):
+    facts = probe_root(
+        snapshot(
+            files={
+                "sys/fs/cgroup/unified/misc.capacity": "sev 5\nsev_es 3\n",
+                "sys/fs/cgroup/unified/misc.current": "sev 1\n",
+            }
+        )
+    ).asids
+    assert facts.path == "/sys/fs/cgroup/unified"
+    assert (facts.sev_capacity, facts.sev_es_capacity, facts.sev_current) == (5, 3, 1)
+
+
+def test_asid_check_falls_back_to_cpuid(snapshot):
+    from nfd_snp.checks import Status, evaluate
+
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={"sys/fs/cgroup/misc.capacity": None, "sys/fs/cgroup/misc.current": None},
+    )
+    results = {r.check.name: r for r in evaluate(probe_root(root)).results}
+    assert results["asid.sev_es"].outcome.status is Status.PASS
+    assert "CPUID ASIDs 510-1006" in results["asid.sev_es"].outcome.detail
+
+
+# -- /proc/cpuinfo and kernel ------------------------------------------------------------
+
+
+def test_cpuinfo_first_block_only():
+    fields = kernel.parse_cpuinfo_block(
+        "processor\t: 0\nflags\t: sev\n\nprocessor\t: 1\nflags\t: x\n"
+    )
+    assert fields["flags"] == "sev"
+
+
+@pytest.mark.parametrize("content", ["\x00\x01\x02", "no colon here\n", ""])
+def test_garbage_cpuinfo_is_unknown(snapshot, content):
+    facts = probe_root(snapshot(files={"proc/cpuinfo": content})).kernel
+    assert facts.flags is None and facts.unreadable.reason is Reason.FILE_GARBLED
+
+
+def test_huge_cpuinfo_is_read_in_bounded_prefix(snapshot):
+    block = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: sme sev\n\n"
+    facts = probe_root(snapshot(files={"proc/cpuinfo": block + "x" * (3 * 1024 * 1024)})).kernel
+    assert facts.flags == frozenset({"sme", "sev"})
+
+
+# -- firmware descriptors and guests ---------------------------------------------------
+
+
+def test_etc_descriptor_overrides_and_masks(snapshot):
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={
+            "etc/qemu/firmware/60-edk2-ovmf-x64-amdsev.json": "",  # masks the SNP image
+            "etc/qemu/firmware/70-broken.json": "{not json",
+        },
+    )
+    facts = probe_root(root).firmware
+    assert facts.snp_images == ()
+    assert any("70-broken.json" in p and "not valid JSON" in p for p in facts.problems)
+
+
+def test_descriptor_fields():
+    image = firmware.parse_descriptor(
+        "usr/share/qemu/firmware/60.json",
+        b'{"mapping": {"device": "memory", "filename": "/x/OVMF.amdsev.fd"},'
+        b' "features": ["amd-sev-snp", 7], "targets": [{"architecture": "x86_64"}]}',
+    )
+    assert image.executable == "/x/OVMF.amdsev.fd" and image.features == ("amd-sev-snp",)
+    assert image.architectures == ("x86_64",)
+
+
+@pytest.mark.parametrize(
+    "argv, kind",
+    [
+        (
+            [b"/usr/bin/qemu-system-x86_64", b"-object", b'{"qom-type":"sev-snp-guest","id":"l"}'],
+            "sev-snp",
+        ),
+        ([b"/usr/libexec/qemu-kvm", b"-object", b"sev-guest,id=l,policy=0x5"], "sev"),
+        ([b"/usr/bin/qemu-system-x86_64", b"-name", b"plain"], None),
+        ([b"/bin/grep", b"sev-snp-guest"], None),  # not QEMU, only mentions it
+    ],
+)
+def test_guest_kind(argv, kind):
+    assert guests.guest_kind(b"\0".join(argv) + b"\0") == kind
