@@ -340,10 +340,14 @@ def _asids(es: bool):
 NO_LIBVIRT = "no libvirt on this host (KubeVirt runs libvirt in each VM's pod)"
 
 
+def skipped_no_libvirt(extra: str = "") -> Outcome:
+    return Outcome(Status.SKIP, NO_LIBVIRT + extra, Reason.NO_HOST_LIBVIRT)
+
+
 def check_libvirt_sev(f: HostFacts) -> Outcome:
     d = f.domcaps
     if d.libvirt_present is False:
-        return skipped(NO_LIBVIRT)
+        return skipped_no_libvirt()
     if d.unreadable is not None:
         return from_unreadable(d.unreadable)
     if d.sev_supported:
@@ -358,7 +362,7 @@ def check_libvirt_sev(f: HostFacts) -> Outcome:
 def check_libvirt_snp(f: HostFacts) -> Outcome:
     d = f.domcaps
     if d.libvirt_present is False:
-        return skipped(NO_LIBVIRT)
+        return skipped_no_libvirt()
     if d.unreadable is not None:
         return from_unreadable(d.unreadable)
     if "sev-snp" in d.sectypes:
@@ -374,7 +378,7 @@ def check_libvirt_snp(f: HostFacts) -> Outcome:
 
 def check_snp_firmware(f: HostFacts) -> Outcome:
     if f.domcaps.libvirt_present is False:
-        return skipped(NO_LIBVIRT + "; firmware comes from the VM's launcher image")
+        return skipped_no_libvirt("; firmware comes from the VM's launcher image")
     images = f.firmware.snp_images
     if images:
         names = ", ".join(i.executable or i.descriptor for i in images)
@@ -527,20 +531,29 @@ class Report:
 
 
 def _evaluate_tree(
-    facts: HostFacts, checks, depth: int, parent: Optional[Check], skip: Optional[str]
+    facts: HostFacts,
+    checks,
+    depth: int,
+    parent: Optional[Check],
+    skip: Optional[str],
+    require_libvirt: bool,
 ):
     for check in checks:
         if skip is not None:
             outcome = skipped(skip)
         else:
             outcome = check.evaluate(facts)
+            if require_libvirt and outcome.reason is Reason.NO_HOST_LIBVIRT:
+                outcome = failed(Reason.LIBVIRT_REQUIRED, "no libvirt daemon socket on this host")
         yield Result(check, depth, parent.name if parent else None, outcome)
         child_skip = skip
         if child_skip is None and outcome.status is Status.FAIL:
             child_skip = f"{check.name} failed"
         elif child_skip is None and outcome.status is Status.SKIP:
             child_skip = f"{check.name} skipped"
-        yield from _evaluate_tree(facts, check.children, depth + 1, check, child_skip)
+        yield from _evaluate_tree(
+            facts, check.children, depth + 1, check, child_skip, require_libvirt
+        )
 
 
 def verdicts(results: Tuple[Result, ...]) -> Tuple[Verdict, ...]:
@@ -558,6 +571,8 @@ def verdicts(results: Tuple[Result, ...]) -> Tuple[Verdict, ...]:
     return tuple(out)
 
 
-def evaluate(facts: HostFacts) -> Report:
-    results = tuple(_evaluate_tree(facts, TREE, 0, None, None))
+def evaluate(facts: HostFacts, *, require_libvirt: bool = False) -> Report:
+    """The report for `facts`. `require_libvirt`: a node without host libvirt is not ready
+    (for libvirt-only fleets), instead of skipping the libvirt checks (KubeVirt nodes)."""
+    results = tuple(_evaluate_tree(facts, TREE, 0, None, None, require_libvirt))
     return Report(facts, results, verdicts(results))

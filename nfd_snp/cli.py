@@ -15,6 +15,8 @@ import click
 from nfd_snp import __version__
 from nfd_snp.errors import NfdSnpError
 
+LIBVIRT_MODES = ("auto", "required", "off")  # nfd_snp.config.LIBVIRT_MODES, without the import
+
 # Bundled sample snapshots ship inside the package (package_data); nothing on the start-up
 # path imports importlib.resources or logging, which would cost more than the probe itself.
 SAMPLES_DIR = Path(os.path.dirname(os.path.abspath(__file__))) / "samples"
@@ -80,17 +82,23 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = State(verbose=verbose, quiet=quiet)
 
 
-def open_report(host_root: str, sample: str | None, libvirt: bool, libvirt_timeout: float):
-    from nfd_snp.checks import evaluate
-    from nfd_snp.host import open_host
-    from nfd_snp.probe import probe
+def probe_config(host_root, sample, libvirt, libvirt_timeout, **more):
+    """The Config for one probe from the shared options (file settings only for `run`)."""
+    from nfd_snp.config import Config, override
 
-    root = samples_dir() / sample if sample else Path(host_root)
+    if sample and host_root not in (None, "/"):
+        raise click.UsageError("--sample and --host-root exclude each other")
+    root = str(samples_dir() / sample) if sample else host_root
+    base = more.pop("base", None) or Config()
+    return override(base, host_root=root, libvirt=libvirt, libvirt_timeout=libvirt_timeout, **more)
+
+
+def open_report(config):
+    from nfd_snp.service import probe_report
+
     state = click.get_current_context().find_object(State) or State()
-    with open_host(root, libvirt=libvirt, libvirt_timeout=libvirt_timeout) as host:
-        state.info(f"probing {root}{' (snapshot)' if host.snapshot else ''}")
-        facts = probe(host)
-    return evaluate(facts)
+    state.info(f"probing {config.host_root} (libvirt {config.libvirt})")
+    return probe_report(config)
 
 
 def host_options(func):
@@ -98,12 +106,11 @@ def host_options(func):
     options = [
         click.option(
             "--host-root",
-            default="/",
-            show_default=True,
+            default=None,
             envvar="NFD_SNP_HOST_ROOT",
             metavar="DIR",
-            help="Read the host below DIR: / on a node, /host in a container, or a "
-            "snapshot directory written by `nfd-snp capture` (replayed, no devices touched).",
+            help="Read the host below DIR: / on a node (default), /host in a container, or "
+            "a snapshot directory written by `nfd-snp capture` (replayed, no devices touched).",
         ),
         click.option(
             "--sample",
@@ -111,18 +118,19 @@ def host_options(func):
             help="Check a bundled sample node instead of this host.",
         ),
         click.option(
-            "--libvirt/--no-libvirt",
-            default=True,
-            show_default=True,
-            help="Ask the host's libvirt for its domain capabilities (live hosts only).",
+            "--libvirt",
+            type=click.Choice(LIBVIRT_MODES),
+            default=None,
+            help="auto: ask the host's libvirt for its domain capabilities when a daemon "
+            "runs (default); required: a node without host libvirt is not ready; off: never "
+            "ask.",
         ),
         click.option(
             "--libvirt-timeout",
             type=click.FloatRange(0.1, 300),
-            default=10.0,
-            show_default=True,
+            default=None,
             metavar="SECONDS",
-            help="Give up on a libvirt daemon that does not answer.",
+            help="Give up on a libvirt daemon that does not answer (default 10).",
         ),
     ]
     for option in reversed(options):
@@ -151,9 +159,7 @@ def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
     from nfd_snp.checks import Guest, Readiness
     from nfd_snp.report import render_json, render_table
 
-    if sample and host_root != "/":
-        raise click.UsageError("--sample and --host-root exclude each other")
-    report = open_report(host_root, sample, libvirt, libvirt_timeout)
+    report = open_report(probe_config(host_root, sample, libvirt, libvirt_timeout))
     if as_json:
         click.echo(render_json(report), nl=False)
     else:
@@ -173,10 +179,11 @@ def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
     help="The live host to capture (/ on a node, /host in a container).",
 )
 @click.option(
-    "--libvirt/--no-libvirt",
-    default=True,
+    "--libvirt",
+    type=click.Choice(("auto", "off")),
+    default="auto",
     show_default=True,
-    help="Include libvirt's domain capabilities.",
+    help="Include libvirt's domain capabilities (auto: when a daemon runs).",
 )
 def capture(out, host_root, libvirt):
     """Save every input the probe reads from this host into the directory OUT.
@@ -187,8 +194,123 @@ def capture(out, host_root, libvirt):
     """
     from nfd_snp.capture import capture as do_capture
 
-    do_capture(out, host_root, libvirt=libvirt)
+    do_capture(out, host_root, libvirt=libvirt == "auto")
     click.echo(f"captured {host_root} into {out}; replay with: nfd-snp check --host-root {out}")
+
+
+@cli.command()
+@host_options
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    metavar="PATH|-",
+    help="Feature file to write (default "
+    "/etc/kubernetes/node-feature-discovery/features.d/nfd-snp); '-' prints it.",
+)
+@click.option(
+    "--ttl",
+    type=click.FloatRange(120, 7 * 86400),
+    default=None,
+    metavar="SECONDS",
+    help="How long the labels stay valid without a rewrite (default 600).",
+)
+def features(host_root, sample, libvirt, libvirt_timeout, output, ttl):
+    """Write the NFD feature file once (labels such as sev-snp.node.kubevirt.io/enabled).
+
+    Labels appear only for guest types that can run here; SNP firmware facts (api-version,
+    build-id, tcb-*) and ASID/C-bit features (no label) follow. The file is written
+    atomically and left alone when its content is unchanged and not near expiry. For a
+    node, prefer the `run` service, which keeps the labels true and renews them.
+    """
+    from nfd_snp.nfd import DEFAULT_PATH
+    from nfd_snp.service import write_once
+
+    config = probe_config(host_root, sample, libvirt, libvirt_timeout, ttl=ttl)
+    target = output or DEFAULT_PATH
+    result, text = write_once(config, target)
+    if text is not None:
+        click.echo(text, nl=False)
+    elif result.written:
+        click.echo(f"wrote {target} ({result.reason})", err=True)
+    else:
+        click.echo(f"{target} is up to date", err=True)
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    metavar="PATH",
+    help="Configuration file (default /etc/nfd-snp/nfd-snp.conf, optional).",
+)
+@click.option(
+    "--host-root",
+    default=None,
+    metavar="DIR",
+    help="Host to probe: / (default), /host in a container, or a snapshot.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(1, 86400),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between probes (default 60).",
+)
+@click.option(
+    "--ttl",
+    type=click.FloatRange(2, 7 * 86400),
+    default=None,
+    metavar="SECONDS",
+    help="Label lifetime without renewal (default 600; at least twice the interval).",
+)
+@click.option("--output", "-o", default=None, metavar="PATH", help="Feature file to keep true.")
+@click.option(
+    "--facts-cache",
+    default=None,
+    metavar="PATH",
+    help="Host facts for the libvirt hook (default /run/nfd-snp/facts.json).",
+)
+@click.option(
+    "--metrics-textfile",
+    default=None,
+    metavar="PATH",
+    help="Also write Prometheus metrics for node-exporter's textfile collector.",
+)
+@click.option(
+    "--libvirt",
+    type=click.Choice(LIBVIRT_MODES),
+    default=None,
+    help="auto (default), required or off; see `nfd-snp check --help`.",
+)
+@click.option(
+    "--libvirt-timeout",
+    type=click.FloatRange(0.1, 300),
+    default=None,
+    metavar="SECONDS",
+    help="Give up on a libvirt daemon that does not answer.",
+)
+def run(config_path, **options):
+    """The node service: probe every interval and keep the NFD labels true.
+
+    Rewrites the feature file only when a label or feature changes (or to renew the expiry
+    when less than half the ttl is left), updates the facts cache the libvirt hook reads,
+    and logs one line per change. Labels expire `ttl` seconds after the service stops.
+    SIGTERM/SIGINT stop it cleanly; SIGHUP re-reads the configuration file (command-line
+    options still win).
+    """
+    from nfd_snp import config as config_mod
+    from nfd_snp.service import Service
+
+    path = config_path or config_mod.DEFAULT_CONFIG
+
+    def load():
+        base = config_mod.load(path, required=config_path is not None)
+        return config_mod.override(base, **options)
+
+    service = Service(load(), reload=load)
+    click.get_current_context().exit(service.run())
 
 
 def main() -> None:

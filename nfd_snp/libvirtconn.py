@@ -17,6 +17,11 @@ from nfd_snp.host import Host, LibvirtError
 from nfd_snp.reasons import Reason
 
 
+# The query thread of a daemon that did not answer; while it still waits, the service does
+# not start another one (a hung libvirt must not pile up threads, one per cycle).
+_waiting: Optional[threading.Thread] = None
+
+
 def _first_socket(host: Host, candidates) -> Optional[str]:
     for rel in candidates:
         if os.path.exists(host.path(rel)):  # a live-only lookup, never part of a capture
@@ -43,6 +48,9 @@ def domain_capabilities(host: Host, timeout: float) -> Optional[str]:
             Reason.LIBVIRT_PYTHON_MISSING, "libvirt-python is not installed"
         ) from None
 
+    global _waiting
+    if _waiting is not None and _waiting.is_alive():
+        raise LibvirtError(Reason.LIBVIRT_TIMEOUT, "an earlier query is still waiting for libvirt")
     result: dict = {}
 
     def worker() -> None:
@@ -55,6 +63,7 @@ def domain_capabilities(host: Host, timeout: float) -> Optional[str]:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
+        _waiting = thread
         raise LibvirtError(Reason.LIBVIRT_TIMEOUT, f"libvirt gave no answer within {timeout:g} s")
     if "error" in result:
         raise result["error"]

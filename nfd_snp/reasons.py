@@ -191,6 +191,16 @@ class Reason(enum.Enum):
         "Limit' so ES and SNP guests get ASIDs.",
     )
     # -- libvirt / firmware -----------------------------------------------------------
+    NO_HOST_LIBVIRT = (
+        "no-host-libvirt",
+        "Nothing to do on KubeVirt nodes (libvirt runs in each VM's pod); on a libvirt host, "
+        "start virtqemud or libvirtd.",
+    )
+    LIBVIRT_REQUIRED = (
+        "libvirt-required",
+        "The configuration requires host libvirt (libvirt = required) but no libvirt daemon "
+        "socket exists: start virtqemud or libvirtd, or set libvirt = auto.",
+    )
     LIBVIRT_NO_SEV = (
         "libvirt-no-sev",
         "libvirt reports SEV unsupported: check that QEMU sees /dev/sev (permissions) and "

@@ -29,10 +29,10 @@ def _assert_same_report(live, replay):
 
 def test_capture_then_replay_without_libvirt(tmp_path):
     out = tmp_path / "node"
-    result = CliRunner().invoke(cli, ["capture", str(out), "--no-libvirt"])
+    result = CliRunner().invoke(cli, ["capture", str(out), "--libvirt", "off"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "nfd-snp-capture.json").read_text())["domcaps"] is None
-    _assert_same_report(_json_check("--no-libvirt"), _json_check("--host-root", str(out)))
+    _assert_same_report(_json_check("--libvirt", "off"), _json_check("--host-root", str(out)))
 
 
 @pytest.mark.libvirtd

@@ -91,7 +91,7 @@ def test_corrupt_snapshot_is_one_line_exit_2(tmp_path, content, message):
 
 def test_capture_into_non_empty_directory_refused(tmp_path):
     (tmp_path / "keep").write_text("x")
-    result = CliRunner().invoke(cli, ["capture", str(tmp_path), "--no-libvirt"])
+    result = CliRunner().invoke(cli, ["capture", str(tmp_path), "--libvirt", "off"])
     assert result.exit_code == 1
     assert "exists and is not an empty directory" in result.output
 
@@ -109,7 +109,7 @@ def test_check_on_this_host_as_a_subprocess():
     """The real console script on this machine: a report, no traceback, exit 0 or 1."""
     exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
     proc = subprocess.run(
-        [exe, "check", "--no-libvirt"], capture_output=True, text=True, timeout=60
+        [exe, "check", "--libvirt", "off"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode in (0, 1)
     assert "Traceback" not in proc.stderr + proc.stdout

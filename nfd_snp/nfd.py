@@ -1,0 +1,147 @@
+"""The NFD feature file: labels and features from a readiness report (REFERENCE §7).
+
+Format (NFD local source): `name=value` lines; `# +expiry-time=<RFC3339>` makes every later
+line expire; `# +no-label` before a line keeps it a feature only. Names carry their own
+namespace (`sev-snp.node.kubevirt.io/...`), which NFD allows without `extraLabelNs`.
+Lines are sorted within each group so the file is stable for unchanged facts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from nfd_snp.checks import Guest, Readiness, Report
+from nfd_snp.errors import ProgrammingError
+
+DEFAULT_PATH = "/etc/kubernetes/node-feature-discovery/features.d/nfd-snp"
+NFD_MAX_FILE_BYTES = 65536  # NFD skips larger files whole
+
+ENABLED = {
+    Guest.SEV: "sev.node.kubevirt.io/enabled",
+    Guest.SEV_ES: "sev-es.node.kubevirt.io/enabled",
+    Guest.SEV_SNP: "sev-snp.node.kubevirt.io/enabled",
+}
+SNP_NS = "sev-snp.node.kubevirt.io/"
+
+# Kubernetes label syntax (apimachinery validation): a DNS-subdomain prefix, a name of at
+# most 63 characters, and a value of at most 63 characters, alphanumeric at both ends.
+_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def valid_label(key: str, value: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    return (
+        bool(prefix)
+        and len(prefix) <= 253
+        and bool(_PREFIX.match(prefix))
+        and bool(_NAME.match(name))
+        and bool(_VALUE.match(value))
+    )
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What the node publishes: labels (also features) and features only."""
+
+    labels: Tuple[Tuple[str, str], ...]
+    features: Tuple[Tuple[str, str], ...]
+
+    def as_dict(self) -> Dict[str, Dict[str, str]]:
+        return {"labels": dict(self.labels), "features": dict(self.features)}
+
+
+def publication(report: Report) -> Publication:
+    """Labels and features of one report; raises ProgrammingError on an invalid name/value."""
+    facts = report.facts
+    labels: Dict[str, str] = {}
+    for verdict in report.verdicts:
+        if verdict.ready is Readiness.YES:
+            labels[ENABLED[verdict.guest]] = "true"
+    snp = facts.psp.snp
+    if snp is not None:
+        tcb = snp.current_tcb
+        labels[SNP_NS + "api-version"] = snp.api_version
+        labels[SNP_NS + "build-id"] = str(snp.build_id)
+        labels[SNP_NS + "tcb-bootloader"] = str(tcb.bootloader)
+        labels[SNP_NS + "tcb-tee"] = str(tcb.tee)
+        labels[SNP_NS + "tcb-snp"] = str(tcb.snp)
+        labels[SNP_NS + "tcb-microcode"] = str(tcb.microcode)
+        if tcb.fmc is not None:
+            labels[SNP_NS + "tcb-fmc"] = str(tcb.fmc)
+    features: Dict[str, str] = {}
+    asids = facts.asids
+    leaf = facts.cpu.mem_encrypt
+    sev_total = (
+        asids.sev_capacity if asids.sev_capacity is not None else (leaf.sev_asids if leaf else None)
+    )
+    es_total = (
+        asids.sev_es_capacity
+        if asids.sev_es_capacity is not None
+        else (leaf.es_asids if leaf else None)
+    )
+    _put(features, "sev.node.kubevirt.io/asids", sev_total)
+    _put(features, "sev.node.kubevirt.io/asids-used", asids.sev_current)
+    # ES and SNP guests share the ES ASID range (misc cgroup key `sev_es`).
+    _put(features, "sev-es.node.kubevirt.io/asids", es_total)
+    _put(features, "sev-es.node.kubevirt.io/asids-used", asids.sev_es_current)
+    cbitpos = leaf.cbitpos if leaf else facts.domcaps.cbitpos
+    rpb = leaf.reduced_phys_bits if leaf else facts.domcaps.reducedPhysBits
+    if report.verdict(Guest.SEV).ready is Readiness.YES or leaf is not None and leaf.sev:
+        _put(features, "sev.node.kubevirt.io/cbitpos", cbitpos)
+        _put(features, "sev.node.kubevirt.io/reduced-phys-bits", rpb)
+    for key, value in list(labels.items()) + list(features.items()):
+        if not valid_label(key, value):
+            raise ProgrammingError(f"invalid NFD name or value: {key}={value}")
+    return Publication(tuple(sorted(labels.items())), tuple(sorted(features.items())))
+
+
+def _put(features: Dict[str, str], key: str, value: Optional[int]) -> None:
+    if value is not None:
+        features[key] = str(value)
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+HEADER = (
+    "# Written by nfd-snp (`nfd-snp check` explains each value). Do not edit: the service\n"
+    "# rewrites it when the node changes, and the lines expire if it stops.\n"
+)
+
+
+def render_body(pub: Publication) -> str:
+    """Everything after the expiry directive: the part compared to decide a rewrite."""
+    lines = [f"{k}={v}" for k, v in pub.labels]
+    for key, value in pub.features:
+        lines += ["# +no-label", f"{key}={value}"]
+    return "".join(line + "\n" for line in lines)
+
+
+def render(pub: Publication, expiry: datetime.datetime) -> str:
+    text = HEADER + f"# +expiry-time={rfc3339(expiry)}\n" + render_body(pub)
+    if len(text.encode()) > NFD_MAX_FILE_BYTES:
+        raise ProgrammingError(f"feature file of {len(text)} bytes exceeds NFD's limit")
+    return text
+
+
+_EXPIRY = re.compile(r"^# \+expiry-time=(\S+)\n", re.M)
+
+
+def parse_written(text: str) -> Tuple[Optional[datetime.datetime], str]:
+    """(expiry, body) of a file this module wrote; (None, "") for anything else."""
+    match = _EXPIRY.search(text)
+    if not match or not text.startswith(HEADER):
+        return None, ""
+    try:
+        expiry = datetime.datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc
+        )
+    except ValueError:
+        return None, ""
+    return expiry, text[match.end() :]

@@ -1,0 +1,298 @@
+"""Feature files as NFD reads them: labels per sample, expiry, no-label, validity, churn."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from nfd_snp import nfd
+from nfd_snp.checks import evaluate
+from nfd_snp.cli import cli
+from nfd_snp.config import Config
+from nfd_snp.service import Service
+from tests import nfdlocal
+from tests.conftest import REPO, SAMPLES, probe_root
+
+UTC = datetime.timezone.utc
+NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+EXPECTED_LABELS = {
+    "genoa-snp-ready": {
+        "sev.node.kubevirt.io/enabled": "true",
+        "sev-es.node.kubevirt.io/enabled": "true",
+        "sev-snp.node.kubevirt.io/enabled": "true",
+        "sev-snp.node.kubevirt.io/api-version": "1.55",
+        "sev-snp.node.kubevirt.io/build-id": "37",
+        "sev-snp.node.kubevirt.io/tcb-bootloader": "9",
+        "sev-snp.node.kubevirt.io/tcb-tee": "0",
+        "sev-snp.node.kubevirt.io/tcb-snp": "23",
+        "sev-snp.node.kubevirt.io/tcb-microcode": "84",
+    },
+    "milan-snp-off": {
+        "sev.node.kubevirt.io/enabled": "true",
+        "sev-es.node.kubevirt.io/enabled": "true",
+    },
+    "rome-sev-only": {"sev.node.kubevirt.io/enabled": "true"},
+    "intel": {},
+}
+FEATURES_ONLY = {
+    "genoa-snp-ready": {
+        "sev.node.kubevirt.io/asids": "497",
+        "sev.node.kubevirt.io/asids-used": "0",
+        "sev-es.node.kubevirt.io/asids": "509",
+        "sev-es.node.kubevirt.io/asids-used": "1",
+        "sev.node.kubevirt.io/cbitpos": "51",
+        "sev.node.kubevirt.io/reduced-phys-bits": "1",
+    },
+    "rome-sev-only": {
+        "sev.node.kubevirt.io/asids": "509",
+        "sev.node.kubevirt.io/asids-used": "2",
+        "sev-es.node.kubevirt.io/asids": "0",
+        "sev-es.node.kubevirt.io/asids-used": "0",
+        "sev.node.kubevirt.io/cbitpos": "47",
+        "sev.node.kubevirt.io/reduced-phys-bits": "1",
+    },
+    "intel": {},
+}
+
+
+def _text(sample, now=NOW, ttl=600):
+    pub = nfd.publication(evaluate(probe_root(SAMPLES / sample)))
+    return nfd.render(pub, now + datetime.timedelta(seconds=ttl))
+
+
+@pytest.mark.parametrize("sample", sorted(EXPECTED_LABELS))
+def test_labels_as_nfd_reads_them(sample):
+    labels, features = nfdlocal.parse_file(_text(sample), NOW)
+    assert labels == EXPECTED_LABELS[sample]
+    if sample in FEATURES_ONLY:
+        assert {k: v for k, v in features.items() if k not in labels} == FEATURES_ONLY[sample]
+    assert len(_text(sample).encode()) < nfdlocal.MAX_FILE
+
+
+def test_everything_expires_at_the_expiry():
+    text = _text("genoa-snp-ready", ttl=600)
+    assert text.index("# +expiry-time=2026-11-26T12:10:00Z") < text.index("=true")
+    later = NOW + datetime.timedelta(seconds=601)
+    assert nfdlocal.parse_file(text, later) == ({}, {})
+
+
+def test_turin_tcb_has_fmc_label(snapshot):
+    import struct
+
+    raw = int.from_bytes(bytes([3, 4, 5, 6, 0, 0, 0, 7]), "little")
+    data = struct.pack("<BBBBIIIQQ", 1, 57, 1, 1, 12, 0, 0, raw, raw).hex()
+    root = snapshot(
+        base="genoa-snp-ready",
+        capture={
+            "snp_platform_status": data,
+            "cpuid": {
+                **__import__("json").loads(
+                    (SAMPLES / "genoa-snp-ready/nfd-snp-capture.json").read_text()
+                )["cpuid"],
+                "0x00000001": [0x00B00F21, 0, 0, 0],
+            },
+        },
+    )
+    pub = dict(nfd.publication(evaluate(probe_root(root))).labels)
+    assert (
+        pub["sev-snp.node.kubevirt.io/tcb-fmc"],
+        pub["sev-snp.node.kubevirt.io/tcb-bootloader"],
+        pub["sev-snp.node.kubevirt.io/tcb-tee"],
+        pub["sev-snp.node.kubevirt.io/tcb-snp"],
+        pub["sev-snp.node.kubevirt.io/tcb-microcode"],
+    ) == ("3", "4", "5", "6", "7")
+    assert pub["sev-snp.node.kubevirt.io/api-version"] == "1.57"
+
+
+@pytest.mark.parametrize(
+    "key, value, ok",
+    [
+        ("sev.node.kubevirt.io/enabled", "true", True),
+        ("a.b/c", "1.55", True),
+        ("nodomain", "x", False),
+        ("a.b/-x", "1", False),
+        ("a.b/c", "-1", False),
+        ("a.b/c", "x" * 64, False),
+        ("A.b/c", "1", False),
+        ("a.b/c", "", True),
+    ],
+)
+def test_label_validation(key, value, ok):
+    assert nfd.valid_label(key, value) is ok
+
+
+# -- writing and churn ----------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, start=1_800_000_000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+
+def _service(tmp_path, root, clock, ttl=600, interval=60):
+    config = Config(
+        interval=interval,
+        ttl=ttl,
+        output=str(tmp_path / "features.d" / "nfd-snp"),
+        facts_cache=str(tmp_path / "run" / "facts.json"),
+        host_root=str(root),
+        libvirt="off",
+    )
+    lines = []
+    return Service(config, clock=clock, log=lines.append), lines
+
+
+def test_500_cycles_write_once_plus_renewals(tmp_path, snapshot):
+    root = snapshot(base="genoa-snp-ready")
+    clock = FakeClock()
+    service, log = _service(tmp_path, root, clock)
+    path = service.config.output
+    writes, previous = 0, None
+    for _ in range(500):
+        result = service.cycle()
+        stat = os.stat(path)
+        if result.written:
+            writes += 1
+        else:
+            assert (stat.st_ino, stat.st_mtime_ns) == previous  # untouched
+        previous = (stat.st_ino, stat.st_mtime_ns)
+        expiry, _ = nfd.parse_written(open(path).read())
+        # while the service runs, the labels never get close to expiring
+        assert (expiry - datetime.datetime.fromtimestamp(clock.now, UTC)).total_seconds() >= 300
+        clock.now += 60
+    # 500 cycles of 60 s = 30,000 s; renewal once less than ttl/2 (300 s) is left
+    assert writes <= 1 + 30000 // 300
+    assert writes >= 30000 // 600  # renewals did happen
+    assert len(log) == 3  # readiness, labels, facts cache: one line per change, not per cycle
+
+
+def test_unchanged_cycles_in_real_time_never_rewrite(tmp_path, snapshot):
+    import time
+
+    service, _ = _service(tmp_path, snapshot(base="genoa-snp-ready"), time.time)
+    assert service.cycle().written
+    first = os.stat(service.config.output)
+    for _ in range(500):
+        assert not service.cycle().written
+    again = os.stat(service.config.output)
+    assert (first.st_ino, first.st_mtime_ns) == (again.st_ino, again.st_mtime_ns)
+
+
+def test_losing_and_regaining_snp_changes_labels_next_cycle(tmp_path, snapshot):
+    root = snapshot(base="genoa-snp-ready")
+    clock = FakeClock()
+    service, log = _service(tmp_path, root, clock)
+    labels_dir = os.path.dirname(service.config.output)
+    service.cycle()
+    now = datetime.datetime.fromtimestamp(clock.now, UTC)
+    assert "sev-snp.node.kubevirt.io/enabled" in nfdlocal.parse_dir(labels_dir, now)[0]
+    param = root / "sys/module/kvm_amd/parameters/sev_snp"
+    param.write_text("N\n")
+    clock.now += 60
+    assert service.cycle().reason == "changed"
+    labels = nfdlocal.parse_dir(labels_dir, now)[0]
+    assert "sev-snp.node.kubevirt.io/enabled" not in labels
+    assert "sev-es.node.kubevirt.io/enabled" in labels
+    assert any("-sev-snp.node.kubevirt.io/enabled" in line for line in log)
+    assert any("SEV-SNP no (kvm.sev_snp)" in line for line in log)
+    param.write_text("Y\n")
+    clock.now += 60
+    service.cycle()
+    assert "sev-snp.node.kubevirt.io/enabled" in nfdlocal.parse_dir(labels_dir, now)[0]
+
+
+def test_killed_between_write_and_rename_leaves_nfd_a_whole_file(tmp_path):
+    out = tmp_path / "features.d" / "nfd-snp"
+    out.parent.mkdir()
+    out.write_text("# old content, complete\nexample.com/old=true\n")
+    script = textwrap.dedent(f"""
+        import os, signal
+        from nfd_snp import nfd
+        from nfd_snp.checks import evaluate
+        from nfd_snp.host import open_host
+        from nfd_snp.probe import probe
+        from nfd_snp.service import write_features
+        with open_host({str(SAMPLES / "genoa-snp-ready")!r}) as host:
+            pub = nfd.publication(evaluate(probe(host)))
+        os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # die right before rename
+        write_features({str(out)!r}, pub, 1.8e9, 600)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    leftovers = [n for n in os.listdir(out.parent) if n != "nfd-snp"]
+    assert leftovers and all(n.startswith(".") for n in leftovers)  # NFD ignores dot-files
+    assert nfdlocal.parse_dir(out.parent, NOW)[0] == {"example.com/old": "true"}
+    # the next service start clears the leftover temporary file
+    from nfd_snp.atomic import remove_stale_temps
+
+    remove_stale_temps(out.parent)
+    assert os.listdir(out.parent) == ["nfd-snp"]
+
+
+@pytest.mark.parametrize("target", ["/dev/null/features.d/nfd-snp", "{tmp}"])
+def test_unwritable_output_is_exit_1_with_message(tmp_path, target):
+    target = target.format(tmp=tmp_path)
+    result = CliRunner().invoke(
+        cli, ["features", "--sample", "genoa-snp-ready", "--output", target]
+    )
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert line.startswith("nfd-snp: error: cannot") and "\n" not in line
+
+
+def test_features_command_writes_then_reports_up_to_date(tmp_path):
+    target = tmp_path / "d" / "nfd-snp"
+    args = ["features", "--sample", "genoa-snp-ready", "--output", str(target)]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0 and "wrote" in first.output
+    assert oct(os.stat(target).st_mode & 0o777) == "0o644"
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0 and "up to date" in second.output
+
+
+def test_facts_cache_written_only_on_change(tmp_path, snapshot):
+    import json
+
+    clock = FakeClock()
+    service, _ = _service(tmp_path, snapshot(base="genoa-snp-ready"), clock)
+    service.cycle()
+    cache = json.loads(open(service.config.facts_cache).read())
+    assert cache["verdicts"]["sev-snp"]["ready"] == "yes"
+    assert cache["cbitpos"] == 51 and cache["snp_api"] == [1, 55]
+    assert cache["snp_firmware"] == ["/usr/share/edk2/ovmf/OVMF.amdsev.fd"]
+    before = os.stat(service.config.facts_cache).st_mtime_ns
+    clock.now += 60
+    service.cycle()
+    assert os.stat(service.config.facts_cache).st_mtime_ns == before
+
+
+def test_metrics_textfile(tmp_path, snapshot):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    service, _ = _service(tmp_path, snapshot(base="rome-sev-only"), FakeClock())
+    metrics_path = tmp_path / "nfd_snp.prom"
+    from dataclasses import replace
+
+    service.config = replace(service.config, metrics_textfile=str(metrics_path))
+    service.cycle()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics_path.read_text())
+        for s in family.samples
+    }
+    assert samples[("nfd_snp_readiness", (("guest", "sev"), ("state", "ready")))] == 1
+    assert samples[("nfd_snp_readiness", (("guest", "sev-snp"), ("state", "not_ready")))] == 1
+    assert samples[("nfd_snp_asids", (("kind", "sev"),))] == 509
+    assert samples[("nfd_snp_asids_used", (("kind", "sev"),))] == 2
+    assert samples[("nfd_snp_firmware_info", (("sev_api_version", "0.24"),))] == 1
