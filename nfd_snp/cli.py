@@ -101,6 +101,22 @@ def open_report(config):
     return probe_report(config)
 
 
+libvirt_option = click.option(
+    "--libvirt",
+    type=click.Choice(LIBVIRT_MODES),
+    default=None,
+    help="auto: ask the host's libvirt for its domain capabilities when a daemon runs "
+    "(default); required: a node without host libvirt is not ready; off: never ask.",
+)
+libvirt_timeout_option = click.option(
+    "--libvirt-timeout",
+    type=click.FloatRange(0.1, 300),
+    default=None,
+    metavar="SECONDS",
+    help="Give up on a libvirt daemon that does not answer (default 10).",
+)
+
+
 def host_options(func):
     """--host-root / --sample / libvirt options shared by the commands that probe."""
     options = [
@@ -117,21 +133,8 @@ def host_options(func):
             type=click.Choice(sample_names()),
             help="Check a bundled sample node instead of this host.",
         ),
-        click.option(
-            "--libvirt",
-            type=click.Choice(LIBVIRT_MODES),
-            default=None,
-            help="auto: ask the host's libvirt for its domain capabilities when a daemon "
-            "runs (default); required: a node without host libvirt is not ready; off: never "
-            "ask.",
-        ),
-        click.option(
-            "--libvirt-timeout",
-            type=click.FloatRange(0.1, 300),
-            default=None,
-            metavar="SECONDS",
-            help="Give up on a libvirt daemon that does not answer (default 10).",
-        ),
+        libvirt_option,
+        libvirt_timeout_option,
     ]
     for option in reversed(options):
         func = option(func)
@@ -278,19 +281,8 @@ def features(host_root, sample, libvirt, libvirt_timeout, output, ttl):
     metavar="PATH",
     help="Also write Prometheus metrics for node-exporter's textfile collector.",
 )
-@click.option(
-    "--libvirt",
-    type=click.Choice(LIBVIRT_MODES),
-    default=None,
-    help="auto (default), required or off; see `nfd-snp check --help`.",
-)
-@click.option(
-    "--libvirt-timeout",
-    type=click.FloatRange(0.1, 300),
-    default=None,
-    metavar="SECONDS",
-    help="Give up on a libvirt daemon that does not answer.",
-)
+@libvirt_option
+@libvirt_timeout_option
 def run(config_path, **options):
     """The node service: probe every interval and keep the NFD labels true.
 
