@@ -305,6 +305,120 @@ def run(config_path, **options):
     click.get_current_context().exit(service.run())
 
 
+@cli.group()
+def domain():
+    """Make libvirt domains SEV-SNP guests (the engine behind the hook and the sidecar).
+
+    A domain asks for SEV-SNP with a metadata element,
+    <metadata><snp:sev-snp xmlns:snp="urn:nfd-snp:1" policy="0x30000"/></metadata>,
+    whose optional attributes are the options below; the libvirt hook then refuses to
+    start it unless it is a valid SNP guest for the node.
+
+    \b
+    Options (--option NAME=VALUE, or marker attributes):
+      policy                   SNP guest policy, hex (default 0x00030000)
+      hostData                 32 bytes, base64
+      idBlock / idAuth         96 / 4096 bytes, base64
+      guestVisibleWorkarounds  16 bytes, base64
+      authorKey, vcek          yes|no (authorKey needs idAuth)
+      kernelHashes             yes|no (needs direct kernel boot)
+      firmware                 absolute path of an SNP-capable OVMF image
+    """
+
+
+def domain_options(func):
+    options = [
+        click.option(
+            "--option",
+            "flags",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="An SEV-SNP option; repeatable; overrides the domain's marker.",
+        ),
+        click.option(
+            "--facts",
+            default=None,
+            metavar="PATH|none",
+            help="Node facts cache (default /run/nfd-snp/facts.json when present): C-bit, "
+            "firmware ABI and SNP firmware image of this node.",
+        ),
+        click.option(
+            "--schemas",
+            default=None,
+            metavar="DIR",
+            help="Validate against libvirt's RelaxNG schemas in DIR (default: the host's, "
+            "when they know sev-snp).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _schema_dir(schemas):
+    from nfd_snp.domain import schema
+
+    if schemas is None:
+        return schema.host_schema_dir()
+    if not schema.knows_sev_snp(schemas):
+        raise click.BadParameter(
+            f"{schemas} holds no libvirt schema that knows sev-snp", param_hint="--schemas"
+        )
+    return schemas
+
+
+@domain.command("rewrite")
+@domain_options
+@click.option(
+    "--input",
+    "-i",
+    "source",
+    type=click.File("rb"),
+    default="-",
+    help="Domain XML to read (default stdin).",
+)
+def domain_rewrite(flags, facts, schemas, source):
+    """Rewrite domain XML into an SEV-SNP guest: stdin to stdout.
+
+    Adds the SEV-SNP request to the domain (merging --option flags), then sets
+    launchSecurity type='sev-snp' with its policy and options, a stateless SNP firmware
+    (no NVRAM) and iommu='on' on virtio devices. Refuses, with the reason, what cannot
+    work: SEV attestation data (dhCert/session), Secure Boot/SMM, invalid options.
+    """
+    from nfd_snp.domain.cli_support import load_node, rewrite_text
+
+    data = source.read(64 * 1024 * 1024 + 1)
+    click.echo(rewrite_text(data, flags, load_node(facts), _schema_dir(schemas)), nl=False)
+
+
+@domain.command("convert")
+@click.argument("name")
+@domain_options
+@click.option(
+    "--connect",
+    "-c",
+    "uri",
+    default="qemu:///system",
+    show_default=True,
+    metavar="URI",
+    help="libvirt connection.",
+)
+@click.option("--dry-run", is_flag=True, help="Print a unified diff instead of defining.")
+def domain_convert(name, flags, facts, schemas, uri, dry_run):
+    """Convert the defined (shut off) domain NAME into an SEV-SNP guest.
+
+    Reads its inactive XML through libvirt, rewrites it like `domain rewrite`, and defines
+    the result. libvirt then checks it too: on a host whose QEMU lacks SEV-SNP it refuses.
+    """
+    from nfd_snp.domain.cli_support import convert, load_node
+
+    result = convert(name, uri, flags, load_node(facts), dry_run, _schema_dir(schemas))
+    if dry_run:
+        click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
+    else:
+        click.echo(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
+
+
 def main() -> None:
     cli(prog_name="nfd-snp")
 

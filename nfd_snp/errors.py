@@ -26,6 +26,10 @@ class UnsafeXmlError(InputError):
     """XML that is malformed, too large, or carries a DTD/entities."""
 
 
+class DomainError(InputError):
+    """A domain that asked for SEV-SNP cannot be made a valid SNP guest (the reason says why)."""
+
+
 class CaptureError(NfdSnpError):
     """A capture could not be written."""
 

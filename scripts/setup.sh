@@ -19,7 +19,7 @@ sudo=""
 # libvirt-python builds against libvirt-dev; python3-dev for Python.h.
 packages="python3 python3-venv python3-dev gcc pkg-config libvirt-dev"
 if [ "$test_deps" = 1 ]; then
-  packages="$packages libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ca-certificates"
+  packages="$packages libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ca-certificates debootstrap"
 fi
 missing=""
 for p in $packages; do

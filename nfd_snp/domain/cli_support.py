@@ -1,0 +1,103 @@
+"""Library side of `nfd-snp domain rewrite` and `nfd-snp domain convert`."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Optional
+
+from nfd_snp.domain import engine, node as node_facts, schema, xmlio
+from nfd_snp.domain.options import SnpOptions
+from nfd_snp.errors import DomainError, InputError, NfdSnpError
+
+
+def parse_option_flags(flags) -> dict:
+    """`--option name=value` flags into a dict; InputError for a flag without '='."""
+    values = {}
+    for flag in flags:
+        name, sep, value = flag.partition("=")
+        if not sep or not name:
+            raise InputError(f"--option {flag!r}: expected NAME=VALUE (e.g. policy=0x30000)")
+        values[name.strip()] = value
+    return values
+
+
+def load_node(facts: Optional[str]):
+    """Node facts from the cache: 'none' disables, a missing default cache is no facts."""
+    if facts == "none":
+        return None
+    path = facts or node_facts.DEFAULT_FACTS_CACHE
+    if facts is None and not os.path.exists(path):
+        return None
+    return node_facts.load(path)
+
+
+def rewrite_text(xml, flags=(), node=None, schema_dir: Optional[str] = None) -> str:
+    """Mark the domain as asking for SEV-SNP (merging --option flags) and rewrite it."""
+    root = xmlio.parse(xml)
+    marker = engine.find_marker(root)
+    strings = dict(marker.attrib) if marker is not None else {}
+    strings.update(parse_option_flags(flags))
+    options = SnpOptions.from_strings(strings, "--option")
+    engine.set_request(root, options)
+    engine.rewrite(root, node)
+    if schema_dir is not None:
+        if not xmlio.is_lxml(root):
+            raise DomainError("schema validation needs lxml")
+        schema.validate(root, schema_dir)
+    return xmlio.serialize(root) + "\n"
+
+
+def _libvirt_error(exc) -> str:
+    return " ".join(str(exc.get_error_message() or exc).split())
+
+
+def convert(
+    name: str,
+    uri: str,
+    flags=(),
+    node=None,
+    dry_run: bool = False,
+    schema_dir: Optional[str] = None,
+) -> str:
+    """Rewrite a persistent domain's inactive XML and define it (or return the diff)."""
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise NfdSnpError(f"cannot connect to {uri}: {_libvirt_error(exc)}") from None
+    try:
+        try:
+            domain = conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise InputError(f"no domain named '{name}' on {uri}") from None
+            raise NfdSnpError(f"cannot look up '{name}': {_libvirt_error(exc)}") from None
+        if not domain.isPersistent():
+            raise InputError(f"domain '{name}' is transient; only defined domains are converted")
+        if domain.isActive():
+            raise NfdSnpError(
+                f"domain '{name}' is running: shut it down first (virsh shutdown {name}), "
+                "then convert it"
+            )
+        before = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        after = rewrite_text(before, flags, node, schema_dir)
+        if dry_run:
+            diff = difflib.unified_diff(
+                before.splitlines(True),
+                after.splitlines(True),
+                f"{name} (defined)",
+                f"{name} (SEV-SNP)",
+            )
+            return "".join(diff)
+        try:
+            conn.defineXML(after)
+        except libvirt.libvirtError as exc:
+            raise NfdSnpError(
+                f"libvirt refused the SEV-SNP domain '{name}': {_libvirt_error(exc)}"
+            ) from None
+        return ""
+    finally:
+        conn.close()

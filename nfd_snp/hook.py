@@ -1,0 +1,86 @@
+"""The libvirt hook's logic for domains whose XML mentions the SEV-SNP request namespace.
+
+Fail-open for others, fail-closed for SNP: `hooks/qemu` returns 0 for every domain whose XML
+lacks the request namespace before this module is imported. Here, a domain that really asks
+for SEV-SNP is refused (exit 1, one line on stderr saying why and what to run) unless it can
+start as a valid SNP guest on this node; a domain that only mentions the namespace without
+asking passes. The hook never calls libvirt (that would deadlock the daemon).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from nfd_snp.errors import DomainError, NfdSnpError
+
+FACTS_ENV = "NFD_SNP_FACTS_CACHE"
+VERBS = {
+    "prepare": "start",
+    "migrate": "migrate in",
+    "restore": "restore",
+}  # tests only; libvirt runs hooks with a cleared environment
+
+
+def _facts_path() -> str:
+    from nfd_snp.domain.node import DEFAULT_FACTS_CACHE
+
+    return os.environ.get(FACTS_ENV) or DEFAULT_FACTS_CACHE
+
+
+def _ready_node():
+    from nfd_snp.domain import node as node_facts
+
+    node = node_facts.load(_facts_path())
+    if node.snp_ready != "yes":
+        because = f" (blocked by: {', '.join(node.blocking)})" if node.blocking else ""
+        raise DomainError(
+            f"this node cannot run SEV-SNP guests: readiness {node.snp_ready}{because}; "
+            "run `nfd-snp check` on the node"
+        )
+    return node
+
+
+def _validate(root) -> None:
+    from nfd_snp.domain import schema, xmlio
+
+    schema_dir = schema.host_schema_dir()
+    if schema_dir is not None and xmlio.is_lxml(root):
+        schema.validate(root, schema_dir)
+
+
+def _run(name: str, operation: str, data: bytes, out) -> int:
+    from nfd_snp.domain import engine, xmlio
+
+    root = xmlio.parse(data)
+    if engine.requested_options(root) is None:
+        return 0  # mentions the namespace but does not ask: not ours
+    node = _ready_node()
+    if operation == "prepare":
+        try:
+            engine.verify(root, node)
+        except DomainError as exc:
+            raise DomainError(f"{exc}; run `nfd-snp domain convert {name}`") from None
+        return 0
+    engine.rewrite(root, node)
+    _validate(root)
+    out.write(xmlio.serialize(root))
+    out.flush()
+    return 0
+
+
+def handle(name: str, operation: str, data: bytes, out=None, err=None) -> int:
+    """Exit status for the hook; output only for migrate/restore of SEV-SNP domains."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        return _run(name, operation, data, out)
+    except NfdSnpError as exc:
+        verb = VERBS.get(operation, operation)
+        err.write(f"nfd-snp: refusing to {verb} SEV-SNP domain '{name}': {exc}\n")
+    except Exception as exc:  # a bug: the SNP domain still must not start without SNP
+        err.write(
+            f"nfd-snp: internal error on SEV-SNP domain '{name}' ({type(exc).__name__}: {exc}); "
+            "refusing it\n"
+        )
+    return 1

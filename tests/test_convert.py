@@ -1,0 +1,228 @@
+"""`nfd-snp domain convert` through libvirt-python: a libvirt that can define the result
+(libvirt 11.3 in a Debian trixie chroot, test driver) and one that cannot (the host's 9.0).
+Also `nfd-snp domain rewrite` as a filter."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from nfd_snp.cli import cli
+from nfd_snp.domain import xmlio
+from tests.conftest import REPO, need
+
+OWN = REPO / "tests" / "data" / "domains"
+
+
+@pytest.fixture(scope="session")
+def trixie_chroot():
+    """A trixie chroot with libvirt 11.3's Python bindings (built once, cached)."""
+    import os
+
+    need(os.geteuid() == 0, "building and entering a chroot needs root")
+    root = REPO / ".cache" / "trixie-chroot"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "make-trixie-chroot.sh"), str(root)],
+        capture_output=True,
+        text=True,
+    )
+    need(proc.returncode == 0, f"cannot build the trixie chroot: {proc.stderr[-400:]}")
+    return root
+
+
+def run_in_chroot(root, script: str, *files):
+    """Run `script` with python3 inside the chroot, with this checkout's nfd_snp copied in."""
+    work = root / "opt" / "nfd-snp-test"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copytree(
+        REPO / "nfd_snp", work / "nfd_snp", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for path in files:
+        shutil.copy(path, work / path.name)
+    (work / "run.py").write_text(textwrap.dedent(script))
+    return subprocess.run(
+        ["chroot", str(root), "python3", "/opt/nfd-snp-test/run.py"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+CONVERT_IN_TEST_DRIVER = """
+    import sys, libvirt
+    sys.path.insert(0, "/opt/nfd-snp-test")
+    from nfd_snp.cli import cli
+    from nfd_snp.domain import engine, xmlio
+    # test:///default is one shared driver per process: define, convert, then look.
+    conn = libvirt.open("test:///default")
+    conn.defineXML(open("/opt/nfd-snp-test/{fixture}").read())
+    try:
+        cli({args!r}, standalone_mode=False)
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+    xml = conn.lookupByName("{name}").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    print(xml)
+    root = xmlio.parse(xml)
+    engine.verify(root, None)  # what the hook's prepare check demands
+    print("VERIFIED libvirt", libvirt.getVersion())
+"""
+
+
+@pytest.mark.parametrize(
+    "fixture, name, options",
+    [
+        ("plain-virtio.xml", "plain", []),
+        (
+            "kubevirt-sev.xml",
+            "default_vmi-sev",
+            ["--option", "hostData=" + "A" * 43 + "=", "--option", "policy=0x70000"],
+        ),
+        ("direct-kernel.xml", "direct", ["--option", "kernelHashes=yes"]),
+    ],
+)
+def test_convert_defines_in_libvirt_that_knows_snp(trixie_chroot, fixture, name, options):
+    args = ["domain", "convert", name, "--connect", "test:///default", "--facts", "none", *options]
+    proc = run_in_chroot(
+        trixie_chroot,
+        CONVERT_IN_TEST_DRIVER.format(fixture=fixture, name=name, args=args),
+        OWN / fixture,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "VERIFIED libvirt 11" in proc.stdout
+    # libvirt's own formatting of what it stored
+    assert "<launchSecurity type='sev-snp'" in proc.stdout
+    assert "urn:nfd-snp:1" in proc.stdout
+    if fixture == "kubevirt-sev.xml":
+        assert "<policy>0x00070000</policy>" in proc.stdout
+        assert "<hostData>" + "A" * 43 + "=</hostData>" in proc.stdout
+
+
+# -- the host's libvirt 9.0, which predates sev-snp -------------------------------------------
+
+
+@pytest.fixture
+def defined(libvirtd, tmp_path):
+    names = []
+
+    def define(xml_path, name):
+        text = xml_path.read_text()
+        root = xmlio.parse(text)
+        root.find("name").text = name
+        for old in root.findall("uuid"):
+            root.remove(old)
+        text = xmlio.serialize(root).replace("</name>", f"</name><uuid>{uuid.uuid4()}</uuid>", 1)
+        path = tmp_path / f"{name}.xml"
+        path.write_text(text)
+        subprocess.run(
+            ["virsh", "-c", "qemu:///system", "define", str(path)], check=True, capture_output=True
+        )
+        names.append(name)
+        return name
+
+    yield define
+    for name in names:
+        subprocess.run(["virsh", "-c", "qemu:///system", "destroy", name], capture_output=True)
+        subprocess.run(["virsh", "-c", "qemu:///system", "undefine", name], capture_output=True)
+
+
+def test_convert_refused_by_libvirt_without_snp(defined):
+    name = defined(OWN / "direct-kernel.xml", "nfdsnp-convert-old")
+    result = CliRunner().invoke(cli, ["domain", "convert", name, "--facts", "none"])
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert line == (
+        f"nfd-snp: error: libvirt refused the SEV-SNP domain '{name}': XML error: "
+        "Invalid value for attribute 'type' in element 'launchSecurity': 'sev-snp'."
+    )
+
+
+def test_convert_dry_run_prints_a_diff_and_defines_nothing(defined):
+    name = defined(OWN / "direct-kernel.xml", "nfdsnp-convert-dry")
+    before = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "dumpxml", name], capture_output=True, text=True
+    ).stdout
+    result = CliRunner().invoke(cli, ["domain", "convert", name, "--dry-run", "--facts", "none"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"--- {name} (defined)\n+++ {name} (SEV-SNP)\n")
+    assert '+  <launchSecurity type="sev-snp">' in result.output
+    after = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "dumpxml", name], capture_output=True, text=True
+    ).stdout
+    assert after == before
+
+
+def test_convert_running_and_missing_domains(defined):
+    name = defined(OWN / "direct-kernel.xml", "nfdsnp-convert-missing")
+    missing = CliRunner().invoke(cli, ["domain", "convert", "nfdsnp-no-such-domain"])
+    assert missing.exit_code == 2
+    assert "no domain named 'nfdsnp-no-such-domain' on qemu:///system" in missing.output
+    bad_uri = CliRunner().invoke(cli, ["domain", "convert", name, "--connect", "bogus:///x"])
+    assert bad_uri.exit_code == 1 and "cannot connect to bogus:///x" in bad_uri.output
+
+
+def test_convert_refuses_a_running_domain(libvirtd, tmp_path):
+    name = "nfdsnp-convert-running"
+    xml = (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><os>"
+        "<type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+        "<emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>"
+    )
+    path = tmp_path / "running.xml"
+    path.write_text(xml)
+    virsh = ["virsh", "-c", "qemu:///system"]
+    subprocess.run([*virsh, "define", str(path)], check=True, capture_output=True)
+    try:
+        subprocess.run([*virsh, "start", name], check=True, capture_output=True)
+        result = CliRunner().invoke(cli, ["domain", "convert", name])
+        assert result.exit_code == 1
+        assert f"domain '{name}' is running: shut it down first" in result.output
+    finally:
+        subprocess.run([*virsh, "destroy", name], capture_output=True)
+        subprocess.run([*virsh, "undefine", name], capture_output=True)
+
+
+# -- rewrite as a filter ----------------------------------------------------------------------
+
+
+def test_rewrite_filter_end_to_end(tmp_path):
+    exe = str(__import__("pathlib").Path(sys.executable).with_name("nfd-snp"))
+    data = (OWN / "plain-virtio.xml").read_bytes()
+    proc = subprocess.run(
+        [exe, "domain", "rewrite", "--facts", "none", "--option", "vcek=yes"],
+        input=data,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    root = xmlio.parse(proc.stdout)
+    assert root.find("launchSecurity").get("vcek") == "yes"
+    again = subprocess.run(
+        [exe, "domain", "rewrite", "--facts", "none"],
+        input=proc.stdout,
+        capture_output=True,
+        timeout=60,
+    )
+    assert again.stdout == proc.stdout  # idempotent through the CLI too
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["--option", "novalue"], b"<domain><os/></domain>", "expected NAME=VALUE"),
+        ([], b"<domain><os/>", "not well-formed"),
+        (["--option", "policy=0x1"], b"<domain><os/></domain>", "bit 17 is reserved"),
+        (["--schemas", "/nonexistent"], b"<domain><os/></domain>", "knows sev-snp"),
+        (["--facts", "/nonexistent/facts.json"], b"<domain><os/></domain>", "is missing"),
+    ],
+)
+def test_rewrite_errors_are_one_line_exit_2(args, stdin, message):
+    result = CliRunner().invoke(cli, ["domain", "rewrite", *args], input=stdin)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

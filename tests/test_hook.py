@@ -1,0 +1,187 @@
+"""The installed-style hook run as libvirt runs it: argv, XML on stdin, exit code, stderr.
+
+Fail-open for domains that did not ask for SEV-SNP, fail-closed for those that did.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nfd_snp import facts_cache
+from nfd_snp.checks import evaluate
+from nfd_snp.domain import engine, xmlio
+from nfd_snp.domain.options import SnpOptions
+from tests.conftest import REPO, SAMPLES, probe_root
+
+HOOK = REPO / "hooks" / "qemu"
+OWN = REPO / "tests" / "data" / "domains"
+PLAIN = (OWN / "plain-virtio.xml").read_bytes()
+CONVERTED = (OWN / "converted-snp.xml").read_bytes()
+
+
+def marked(data: bytes, **options) -> bytes:
+    root = xmlio.parse(data)
+    engine.set_request(root, SnpOptions.from_strings(options))
+    return xmlio.serialize(root).encode()
+
+
+MARKED = marked(PLAIN)
+NOOP_OPS = [
+    ("start", "begin"),
+    ("started", "begin"),
+    ("stopped", "end"),
+    ("release", "end"),
+    ("reconnect", "begin"),
+    ("attach", "begin"),
+    ("migrate", "end"),
+    ("prepare", "end"),
+]
+
+
+@pytest.fixture
+def facts(tmp_path):
+    """A facts cache path; write(sample) fills it from a bundled sample node."""
+    path = tmp_path / "facts.json"
+
+    class Facts:
+        def __init__(self):
+            self.path = path
+
+        def write(self, sample="genoa-snp-ready"):
+            path.write_bytes(facts_cache.encode(evaluate(probe_root(SAMPLES / sample))))
+            return self
+
+    return Facts()
+
+
+def run_hook(op, sub, data, facts_path, *python_flags, name="vm1"):
+    env = {"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts_path)}
+    return subprocess.run(
+        [sys.executable, "-I", *python_flags, str(HOOK), name, op, sub, "-"],
+        input=data,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("op, sub", NOOP_OPS)
+@pytest.mark.parametrize("data", [PLAIN, MARKED, b"garbage <<"], ids=["plain", "marked", "garbage"])
+def test_other_operations_return_0_without_imports(op, sub, data, facts):
+    proc = run_hook(op, sub, data, facts.path, "-X", "importtime")
+    assert (proc.returncode, proc.stdout) == (0, b"")
+    imported = proc.stderr.decode()
+    for heavy in ("lxml", "click", "libvirt", "nfd_snp"):
+        assert f" {heavy}" not in imported, heavy
+
+
+@pytest.mark.parametrize("cache", ["missing", "corrupt", "not-ready", "ready"])
+@pytest.mark.parametrize("op", ["prepare", "migrate", "restore"])
+def test_unmarked_domain_always_passes_untouched(op, cache, facts):
+    if cache == "corrupt":
+        facts.path.write_text('{"schema": "nfd-snp.facts/v1", "verdicts": [')
+    elif cache == "not-ready":
+        facts.write("intel")
+    elif cache == "ready":
+        facts.write()
+    for data in (
+        PLAIN,
+        b"<domain><name>x</name><description>about urn:nfd-snp:2</description></domain>",
+        b"not xml at all",
+    ):
+        proc = run_hook(op, "begin", data, facts.path)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+
+
+def test_namespace_mentioned_without_marker_passes(facts):
+    data = PLAIN.replace(
+        b"<name>plain</name>", b"<name>plain</name><description>see urn:nfd-snp:1</description>"
+    )
+    proc = run_hook("prepare", "begin", data, facts.path)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+
+
+def _refusal(proc) -> str:
+    assert proc.returncode == 1 and proc.stdout == b""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nfd-snp: refusing to ")
+    return lines[0]
+
+
+def test_prepare_refuses_unconverted_marked_domain(facts):
+    facts.write()
+    line = _refusal(run_hook("prepare", "begin", MARKED, facts.path, name="web"))
+    assert "not converted (no launchSecurity)" in line
+    assert "run `nfd-snp domain convert web`" in line
+
+
+def test_prepare_accepts_converted_domain_on_ready_node(facts):
+    facts.write()
+    proc = run_hook("prepare", "begin", CONVERTED, facts.path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+
+
+@pytest.mark.parametrize(
+    "cache, message",
+    [
+        ("missing", "readiness is unknown: {path} is missing (is nfd-snp.service running?)"),
+        ("corrupt", "is not valid JSON"),
+        ("wrong-shape", "no sev-snp verdict"),
+        ("not-ready", "this node cannot run SEV-SNP guests: readiness no (blocked by: cpu.vendor)"),
+    ],
+)
+def test_prepare_fails_closed_when_node_unknown_or_not_ready(facts, cache, message):
+    if cache == "corrupt":
+        facts.path.write_text("{")
+    elif cache == "wrong-shape":
+        facts.path.write_text('{"schema": "nfd-snp.facts/v1", "verdicts": []}')
+    elif cache == "not-ready":
+        facts.write("intel")
+    line = _refusal(run_hook("prepare", "begin", CONVERTED, facts.path))
+    assert message.format(path=facts.path) in line
+
+
+def test_prepare_refuses_invalid_options(facts):
+    facts.write()
+    bad = CONVERTED.replace(b'vcek="yes"', b'vcek="yes" hostData="tooshort"')
+    line = _refusal(run_hook("prepare", "begin", bad, facts.path))
+    assert "hostData: decodes to 6 bytes, must be exactly 32" in line
+
+
+@pytest.mark.parametrize("op", ["migrate", "restore"])
+def test_filter_operations_print_rewritten_xml(op, facts):
+    facts.write()
+    proc = run_hook(op, "begin", MARKED, facts.path)
+    assert proc.returncode == 0 and proc.stderr == b""
+    root = xmlio.parse(proc.stdout)
+    assert root.find("launchSecurity").get("type") == "sev-snp"
+    assert root.find("launchSecurity/cbitpos").text == "51"
+    engine.verify(root, None)
+
+
+def test_restore_of_marked_domain_fails_closed_on_sev_attestation_data(facts):
+    facts.write()
+    sev = REPO.parent / "shared/fixtures/domains/libvirt-launch-security-sev.xml"
+    if not sev.exists():
+        pytest.skip("../shared is absent")
+    line = _refusal(run_hook("restore", "begin", marked(sev.read_bytes()), facts.path))
+    assert "SEV attestation data" in line
+
+
+def test_broken_install_fails_closed_only_for_snp(facts):
+    """Without the nfd_snp package (-S: no site-packages) an SNP domain is refused."""
+    facts.write()
+    proc = run_hook("prepare", "begin", MARKED, facts.path, "-S")
+    assert proc.returncode == 1 and b"cannot load nfd_snp" in proc.stderr
+    plain = run_hook("prepare", "begin", PLAIN, facts.path, "-S")
+    assert (plain.returncode, plain.stderr) == (0, b"")
+
+
+def test_huge_unmarked_domain_is_read_whole_and_passes(facts):
+    data = PLAIN.replace(b"</devices>", b"<!--" + b"x" * (20 * 1024 * 1024) + b"--></devices>")
+    proc = run_hook("prepare", "begin", data, facts.path)
+    assert (proc.returncode, proc.stderr) == (0, b"")
