@@ -82,7 +82,7 @@ EXTERNAL_NET = b"""<?xml version="1.0"?>
         (EXTERNAL_FILE, "DOCTYPE"),
         (EXTERNAL_NET, "DOCTYPE"),
         (b"<domainCapabilities><features>", "not well-formed"),
-        (b"", "not well-formed"),
+        (b"", "empty input"),
         (b"<domain/>", "root element is <domain>"),
         (
             b"<domainCapabilities><features><sev supported='yes'><cbitpos>x51</cbitpos>"
