@@ -57,33 +57,27 @@ def requested_options(root):
 
 
 class _Layout:
-    """Insert and remove elements while keeping the document's indentation."""
+    """Insert and remove elements while keeping the document's indentation.
+
+    Callers pass the parent's depth (the domain root is 0): the elements touched sit at
+    fixed places in libvirt's structure, so no parent map of the whole document is built.
+    """
 
     def __init__(self, root) -> None:
-        self.parents = {child: parent for parent in root.iter() for child in parent}
-        self.root = root
         text = root.text or ""
         self.unit = text[text.rfind("\n") + 1 :] if "\n" in text and not text.strip() else None
 
-    def depth(self, element) -> int:
-        depth = 0
-        while element is not self.root:
-            element = self.parents[element]
-            depth += 1
-        return depth
-
-    def insert(self, parent, index: int, tag: str, attrib=None, nsmap=None):
+    def insert(self, parent, depth: int, index: int, tag: str, attrib=None, nsmap=None):
         kids = list(parent)
         element = new_child(parent, tag, attrib or {}, nsmap=nsmap)
         if index < len(kids):
             parent.remove(element)
             parent.insert(index, element)
-        self.parents[element] = parent
         if self.unit is not None:
-            inner = "\n" + self.unit * (self.depth(parent) + 1)
+            inner = "\n" + self.unit * (depth + 1)
             if not kids:
                 parent.text = inner
-                element.tail = "\n" + self.unit * self.depth(parent)
+                element.tail = "\n" + self.unit * depth
             elif index >= len(kids):
                 element.tail = kids[-1].tail
                 kids[-1].tail = inner
@@ -112,10 +106,10 @@ def set_request(root, options: SnpOptions):
         for i, child in enumerate(kids):
             if is_element(child) and child.tag in BEFORE_METADATA:
                 index = i + 1
-        metadata = layout.insert(root, index, "metadata")
+        metadata = layout.insert(root, 0, index, "metadata")
     marker = metadata.find(MARKER)
     if marker is None:
-        marker = layout.insert(metadata, len(metadata), MARKER, nsmap={"snp": NFD_SNP_NS})
+        marker = layout.insert(metadata, 1, len(metadata), MARKER, nsmap={"snp": NFD_SNP_NS})
     marker.attrib.clear()
     for name, value in options.as_strings().items():
         marker.set(name, value)
@@ -218,11 +212,11 @@ def _render(tag: str, value) -> str:
 
 def _write_launch_security(root, layout: _Layout, ls, attrs: dict, values: dict):
     if ls is None:
-        ls = layout.insert(root, len(root), "launchSecurity")
+        ls = layout.insert(root, 0, len(root), "launchSecurity")
     elif ls.get("type") != "sev-snp":
         index = list(root).index(ls)
         layout.remove(root, ls)
-        ls = layout.insert(root, index, "launchSecurity")
+        ls = layout.insert(root, 0, index, "launchSecurity")
     if dict(ls.attrib) != attrs:
         ls.attrib.clear()
         for name in ("type", *LAUNCH_SECURITY_ATTRS):
@@ -239,7 +233,7 @@ def _write_launch_security(root, layout: _Layout, ls, attrs: dict, values: dict)
             after = [ls.find(t) for t in LAUNCH_SECURITY_ORDER[:position]]
             present = [c for c in after if c is not None]
             index = list(ls).index(present[-1]) + 1 if present else 0
-            child = layout.insert(ls, index, tag)
+            child = layout.insert(ls, 1, index, tag)
         if not _same(tag, child.text, values[tag]):
             child.text = _render(tag, values[tag])
     return ls
@@ -279,7 +273,7 @@ def _write_firmware(root, layout: _Layout, options: SnpOptions, node) -> None:
     if loader is None:
         kind = os_element.find("type")
         index = list(os_element).index(kind) + 1 if kind is not None else 0
-        loader = layout.insert(os_element, index, "loader")
+        loader = layout.insert(os_element, 1, index, "loader")
     if path is not None:
         # Manual selection: a stateless ROM image with SNP support.
         if "firmware" in os_element.attrib:
@@ -306,26 +300,37 @@ def _write_firmware(root, layout: _Layout, options: SnpOptions, node) -> None:
 # -- virtio devices ------------------------------------------------------------------------
 
 
-def _is_virtio(device) -> bool:
+# Devices whose model attribute names virtio, and devices recognised by one child's attribute.
+_MODEL_ATTRIBUTE = ("memballoon", "rng", "vsock")
+_BY_CHILD = {
+    "disk": ("target", "bus"),  # <target bus='virtio'>
+    "interface": ("model", "type"),  # <model type='virtio'> (or virtio-non-transitional...)
+    "video": ("model", "type"),
+    "filesystem": ("driver", "type"),  # <driver type='virtiofs'>
+}
+
+
+def _virtio_driver(device):
+    """(is a virtio device, its <driver> child or None), looking at each child once."""
     tag = device.tag
-    if tag == "disk":
-        target = device.find("target")
-        return target is not None and target.get("bus") == "virtio"
-    if tag in ("interface", "video"):
-        model = device.find("model")
-        return model is not None and (model.get("type") or "").startswith("virtio")
-    if tag == "controller":
-        return device.get("type") == "virtio-serial" or (device.get("model") or "").startswith(
+    driver = None
+    virtio = False
+    test = _BY_CHILD.get(tag)
+    for child in device:
+        child_tag = child.tag
+        if child_tag == "driver":
+            driver = child
+        if test is not None and child_tag == test[0]:
+            virtio = (child.get(test[1]) or "").startswith("virtio")
+    if tag in _MODEL_ATTRIBUTE:
+        virtio = (device.get("model") or "").startswith("virtio")
+    elif tag == "controller":
+        virtio = device.get("type") == "virtio-serial" or (device.get("model") or "").startswith(
             "virtio"
         )
-    if tag in ("memballoon", "rng", "vsock"):
-        return (device.get("model") or "").startswith("virtio")
-    if tag == "input":
-        return device.get("bus") == "virtio"
-    if tag == "filesystem":
-        driver = device.find("driver")
-        return driver is not None and driver.get("type") == "virtiofs"
-    return False
+    elif tag == "input":
+        virtio = device.get("bus") == "virtio"
+    return virtio, driver
 
 
 def _write_iommu(root, layout: _Layout) -> None:
@@ -333,11 +338,13 @@ def _write_iommu(root, layout: _Layout) -> None:
     if devices is None:
         return
     for device in devices:
-        if not is_element(device) or not _is_virtio(device):
+        if not is_element(device):
             continue
-        driver = device.find("driver")
+        virtio, driver = _virtio_driver(device)
+        if not virtio:
+            continue
         if driver is None:
-            driver = layout.insert(device, len(device), "driver")
+            driver = layout.insert(device, 2, len(device), "driver")
         if driver.get("iommu") != "on":
             driver.set("iommu", "on")
 

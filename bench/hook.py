@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Hook speed: the installed hook per operation vs `python3 -I -c pass`, same interpreter.
+
+Installs hooks/qemu into a temporary directory as the RPM does (shebang: this interpreter
+with -I), then runs, alternating with the baseline, and prints median wall times and ratios:
+  - a no-op operation (`started begin`), target <= 1.3x;
+  - `prepare begin` of a domain that did not ask for SEV-SNP, target <= 1.5x;
+  - `restore begin` rewriting a 1 MB domain that asked for SEV-SNP, target <= 4x;
+then 200 hook runs in parallel (mixed operations), which must all succeed.
+
+    .venv/bin/python bench/hook.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nfd_snp import facts_cache  # noqa: E402
+from nfd_snp.checks import evaluate  # noqa: E402
+from nfd_snp.host import open_host  # noqa: E402
+from nfd_snp.probe import probe  # noqa: E402
+
+DISK = (
+    "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n"
+    "      <source file='/var/lib/libvirt/images/d{n}.qcow2'/>\n"
+    "      <target dev='vd{n}' bus='virtio'/>\n    </disk>\n"
+)
+
+
+def domain(marked: bool, size: int) -> bytes:
+    head = (
+        "<domain type='kvm'>\n  <name>bench</name>\n"
+        + (
+            "  <metadata>\n    <snp:sev-snp xmlns:snp='urn:nfd-snp:1'/>\n  </metadata>\n"
+            if marked
+            else ""
+        )
+        + "  <memory unit='KiB'>1048576</memory>\n  <os>\n"
+        "    <type arch='x86_64' machine='q35'>hvm</type>\n  </os>\n  <devices>\n"
+    )
+    tail = "  </devices>\n</domain>\n"
+    body, n = [], 0
+    while len(head) + sum(map(len, body)) + len(tail) < size:
+        body.append(DISK.format(n=n))
+        n += 1
+    return (head + "".join(body) + tail).encode()
+
+
+def run(argv, data: bytes, env) -> tuple:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, input=data, capture_output=True, env=env)
+    return time.perf_counter() - start, proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="nfd-snp-hook-bench-"))
+    hook = work / "50-nfd-snp"
+    hook.write_text(
+        f"#!{sys.executable} -I\n" + (REPO / "hooks" / "qemu").read_text().split("\n", 1)[1]
+    )
+    hook.chmod(0o755)
+    facts = work / "facts.json"
+    with open_host(REPO / "nfd_snp" / "samples" / "genoa-snp-ready") as host:
+        facts.write_bytes(facts_cache.encode(evaluate(probe(host))))
+    env = {"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts)}
+    small_plain = domain(False, 4 * 1024)
+    big_marked = domain(True, 1024 * 1024)
+    baseline = [sys.executable, "-I", "-c", "pass"]
+    cases = [
+        ("no-op (started begin)", ["bench", "started", "begin", "-"], small_plain, 1.3),
+        ("prepare, not SNP", ["bench", "prepare", "begin", "-"], small_plain, 1.5),
+        ("restore, 1 MB SNP rewrite", ["bench", "restore", "begin", "-"], big_marked, 4.0),
+    ]
+    print(
+        f"runs: {args.runs} per case, alternating with `python3 -I -c pass`; "
+        f"1 MB domain = {len(big_marked)} bytes"
+    )
+    # What any lxml-based rewrite pays before nfd-snp code runs: import lxml, parse the
+    # same 1 MB document from stdin and serialize it to stdout.
+    floor = [
+        sys.executable,
+        "-I",
+        "-c",
+        "import sys; from lxml import etree; sys.stdout.write(etree.tostring("
+        "etree.fromstring(sys.stdin.buffer.read()), encoding='unicode'))",
+    ]
+    for label, hook_args, data, target in cases:
+        hook_times, base_times, floor_times = [], [], []
+        for _ in range(args.runs):
+            base_times.append(run(baseline, b"", env)[0])
+            elapsed, proc = run([str(hook), *hook_args], data, env)
+            if proc.returncode != 0:
+                sys.exit(f"bench: hook failed: {proc.stderr.decode()}")
+            hook_times.append(elapsed)
+            if data is big_marked:
+                floor_times.append(run(floor, data, env)[0])
+        hook_ms = statistics.median(hook_times) * 1000
+        base_ms = statistics.median(base_times) * 1000
+        ratio = hook_ms / base_ms
+        verdict = "ok" if ratio <= target else "OVER TARGET"
+        print(
+            f"{label:28s} {hook_ms:7.1f} ms vs {base_ms:5.1f} ms: {ratio:4.2f}x "
+            f"(target <= {target}x) {verdict}"
+        )
+        if floor_times:
+            floor_ms = statistics.median(floor_times) * 1000
+            print(
+                f"{'  floor (lxml only)':28s} {floor_ms:7.1f} ms: {floor_ms / base_ms:4.2f}x "
+                "(import lxml, parse and write the same 1 MB, no nfd-snp code)"
+            )
+    jobs = [
+        (["vm", "prepare", "begin", "-"], small_plain),
+        (["vm", "started", "begin", "-"], small_plain),
+        (["vm", "restore", "begin", "-"], domain(True, 8 * 1024)),
+    ] * 67
+    jobs = jobs[:200]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        results = list(pool.map(lambda job: run([str(hook), *job[0]], job[1], env)[1], jobs))
+    failed = [r for r in results if r.returncode != 0]
+    rewrites = [r for r, job in zip(results, jobs, strict=True) if job[0][1] == "restore"]
+    valid = all(b'type="sev-snp"' in r.stdout for r in rewrites)
+    print(
+        f"200 parallel hook runs: {200 - len(failed)} succeeded, {len(failed)} failed, "
+        f"rewrites complete: {valid}, in {time.perf_counter() - start:.1f} s"
+    )
+    for path in work.iterdir():
+        path.unlink()
+    work.rmdir()
+
+
+if __name__ == "__main__":
+    main()
