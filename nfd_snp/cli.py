@@ -15,7 +15,12 @@ import click
 from nfd_snp import __version__
 from nfd_snp.errors import NfdSnpError
 
-LIBVIRT_MODES = ("auto", "required", "off")  # nfd_snp.config.LIBVIRT_MODES, without the import
+import re  # noqa: E402
+
+LIBVIRT_MODES = ("auto", "required", "off")
+_K8S_NAME = re.compile(
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+)  # nfd_snp.config.LIBVIRT_MODES, without the import
 
 # Bundled sample snapshots ship inside the package (package_data); nothing on the start-up
 # path imports importlib.resources or logging, which would cost more than the probe itself.
@@ -417,6 +422,39 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
         click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
     else:
         click.echo(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
+
+
+@cli.group()
+def kubevirt():
+    """KubeVirt: the onDefineDomain hook sidecar that makes SEV-SNP VMs."""
+
+
+@kubevirt.command("sidecar-configmap")
+@click.option(
+    "--name",
+    default="nfd-snp-sidecar",
+    show_default=True,
+    metavar="NAME",
+    help="ConfigMap name (referenced by the VM's hookSidecars annotation).",
+)
+@click.option("--script", is_flag=True, help="Print only the script, not the ConfigMap.")
+def kubevirt_sidecar_configmap(name, script):
+    """Print a ConfigMap holding the self-contained onDefineDomain script.
+
+    The script embeds nfd-snp's own engine modules and needs only the Python standard
+    library, so it runs in KubeVirt's stock sidecar-shim image. Apply it, enable the
+    Sidecar feature gate and reference it from a VM (see deploy/kubevirt/).
+
+    \b
+      nfd-snp kubevirt sidecar-configmap | kubectl apply -f -
+    """
+    from nfd_snp import sidecar_bundle
+
+    if not _K8S_NAME.match(name):
+        raise click.BadParameter("must be a DNS-1123 name (a-z, 0-9, '-')", param_hint="--name")
+    click.echo(
+        sidecar_bundle.build_script() if script else sidecar_bundle.configmap(name), nl=False
+    )
 
 
 def main() -> None:

@@ -13,6 +13,13 @@ from nfd_snp.errors import UnsafeXmlError
 MAX_DOMAIN_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 256
 NFD_SNP_NS = "urn:nfd-snp:1"
+# Prefixes xml.etree should write for namespaces common in domain XML (it would write ns0,
+# ns1...): ours, libvirt's QEMU passthrough namespace and KubeVirt's metadata.
+STDLIB_PREFIXES = {
+    "snp": NFD_SNP_NS,
+    "qemu": "http://libvirt.org/schemas/domain/qemu/1.0",
+    "kubevirt": "http://kubevirt.io",
+}
 
 try:  # lxml on nodes; KubeVirt's sidecar-shim image has only the standard library
     from lxml import etree as _lxml
@@ -110,8 +117,8 @@ def serialize(root) -> str:
         return _lxml.tostring(root, encoding="unicode")
     import xml.etree.ElementTree as ET
 
-    # xml.etree names unregistered prefixes ns0, ns1...; keep the request's own prefix.
-    ET.register_namespace("snp", NFD_SNP_NS)
+    for prefix, uri in STDLIB_PREFIXES.items():
+        ET.register_namespace(prefix, uri)
     return ET.tostring(root, encoding="unicode")
 
 

@@ -1,0 +1,165 @@
+"""KubeVirt's onDefineDomain hook: a VMI that asks for SEV-SNP gets an SNP domain.
+
+KubeVirt runs libvirt inside each VM's pod, so the host hook never sees KubeVirt VMs; the
+hook sidecar does. The sidecar-shim runs `onDefineDomain --vmi <VMI JSON> --domain <XML>`
+and uses stdout as the new domain (stderr is logged).
+
+Asking (DESIGN.md): `spec.domain.launchSecurity.sev.secureNestedPaging: true` (KubeVirt VEP
+#58, where the cluster keeps the field), or the annotation
+`sev-snp.kubevirt.io/secure-nested-paging: "true"`; a VMI with upstream
+`launchSecurity.snp` keeps SNP and gains the options. Options come from annotations
+`sev-snp.kubevirt.io/<policy|host-data|id-block|...>`. A VMI that did not ask gets its domain
+back byte for byte; one that asked but cannot be served fails the define (fail-closed).
+
+Standard library only (plus nfd_snp.errors and nfd_snp.domain): this module is bundled into
+the single script of `nfd-snp kubevirt sidecar-configmap`, which runs in the stock
+sidecar-shim image without lxml.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from nfd_snp.domain import engine, xmlio
+from nfd_snp.domain.options import SnpOptions
+from nfd_snp.errors import DomainError, InputError, NfdSnpError
+
+ANNOTATION_PREFIX = "sev-snp.kubevirt.io/"
+REQUEST_ANNOTATION = ANNOTATION_PREFIX + "secure-nested-paging"
+OPTION_ANNOTATIONS = {
+    "policy": "policy",
+    "host-data": "hostData",
+    "id-block": "idBlock",
+    "id-auth": "idAuth",
+    "guest-visible-workarounds": "guestVisibleWorkarounds",
+    "author-key": "authorKey",
+    "vcek": "vcek",
+    "kernel-hashes": "kernelHashes",
+    "firmware": "firmware",
+}
+MAX_VMI_BYTES = 4 * 1024 * 1024
+USAGE = "usage: onDefineDomain --vmi <VMI JSON> --domain <domain XML>"
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"VMI: {where} is not an object")
+    return value
+
+
+def parse_vmi(text) -> dict:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if len(text) > MAX_VMI_BYTES:
+        raise InputError(f"VMI: {len(text)} bytes is more than the {MAX_VMI_BYTES} allowed")
+    try:
+        vmi = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"VMI: not valid JSON ({str(exc)[:100]})") from None
+    return _mapping(vmi, "the document")
+
+
+def snp_request(vmi: dict):
+    """SnpOptions when the VMI asks for SEV-SNP, else None; DomainError if it cannot be served.
+
+    Unasked VMIs are not inspected further, so nothing in them can block their start.
+    """
+    metadata = _mapping(vmi.get("metadata"), "metadata")
+    annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
+    spec = _mapping(vmi.get("spec"), "spec")
+    domain = _mapping(spec.get("domain"), "spec.domain")
+    launch = _mapping(domain.get("launchSecurity"), "spec.domain.launchSecurity")
+    sev = launch.get("sev")
+    snp = launch.get("snp")
+    sev_fields = sev if isinstance(sev, dict) else {}
+    asked = (
+        sev_fields.get("secureNestedPaging") is True
+        or str(annotations.get(REQUEST_ANNOTATION, "")).strip().lower() == "true"
+        or snp is not None
+    )
+    if not asked:
+        return None
+    if sev is None and snp is None:
+        raise DomainError(
+            "the VMI asks for SEV-SNP but has no spec.domain.launchSecurity.sev (or .snp): "
+            "KubeVirt gives the VM's pod /dev/sev only for those; add `launchSecurity: "
+            "{sev: {}}`"
+        )
+    if sev_fields.get("attestation") is not None:
+        raise DomainError(
+            "spec.domain.launchSecurity.sev.attestation requests SEV attestation, which "
+            "cannot carry over to SEV-SNP; remove it (SNP guests attest through their "
+            "attestation report)"
+        )
+    options = {}
+    for key, value in annotations.items():
+        if not key.startswith(ANNOTATION_PREFIX) or key == REQUEST_ANNOTATION:
+            continue
+        name = key[len(ANNOTATION_PREFIX) :]
+        if name not in OPTION_ANNOTATIONS:
+            known = ", ".join(ANNOTATION_PREFIX + n for n in OPTION_ANNOTATIONS)
+            raise DomainError(f"unknown annotation {key} (known: {known})")
+        if not isinstance(value, str):
+            raise DomainError(f"annotation {key} must be a string")
+        options[OPTION_ANNOTATIONS[name]] = value
+    return SnpOptions.from_strings(options, "VMI annotations")
+
+
+def on_define_domain(vmi_text, domain_xml) -> str:
+    """The domain XML to hand back to KubeVirt for this VMI."""
+    options = snp_request(parse_vmi(vmi_text))
+    if options is None:
+        return domain_xml if isinstance(domain_xml, str) else domain_xml.decode("utf-8")
+    root = xmlio.parse(domain_xml, what="domain XML from KubeVirt")
+    engine.set_request(root, options)
+    # No node facts inside the VM's pod: cbitpos/reducedPhysBits come from KubeVirt's own SEV
+    # conversion (node labels), and the firmware from libvirt's autoselection or the
+    # sev-snp.kubevirt.io/firmware annotation.
+    engine.rewrite(root, None)
+    return xmlio.serialize(root)
+
+
+def parse_args(argv):
+    """(vmi, domain) from the shim's arguments, in any order; InputError when missing."""
+    values = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, sep, inline = arg.partition("=")
+        if name in ("--vmi", "--domain", "--version"):
+            if sep:
+                values[name] = inline
+            elif i + 1 < len(argv):
+                values[name] = argv[i + 1]
+                i += 1
+            else:
+                raise InputError(f"{name} needs a value; {USAGE}")
+        else:
+            raise InputError(f"unexpected argument {arg[:40]!r}; {USAGE}")
+        i += 1
+    missing = [n for n in ("--vmi", "--domain") if not values.get(n)]
+    if missing:
+        raise InputError(f"missing {' and '.join(missing)}; {USAGE}")
+    return values["--vmi"], values["--domain"]
+
+
+def main(argv=None) -> int:
+    """Sidecar entry point: 0 with the domain on stdout, 1 refused, 2 usage/input error."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        vmi, domain = parse_args(argv)
+        sys.stdout.write(on_define_domain(vmi, domain))
+        sys.stdout.flush()
+        return 0
+    except DomainError as exc:
+        sys.stderr.write(f"nfd-snp: refusing SEV-SNP for this VMI: {exc}\n")
+        return 1
+    except NfdSnpError as exc:
+        sys.stderr.write(f"nfd-snp: {exc}\n")
+        return exc.exit_code
+    except Exception as exc:  # a bug: never hand back a half-made domain
+        sys.stderr.write(f"nfd-snp: internal error ({type(exc).__name__}: {exc})\n")
+        return 1
