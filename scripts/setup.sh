@@ -20,6 +20,8 @@ sudo=""
 packages="python3 python3-venv python3-dev gcc pkg-config libvirt-dev"
 if [ "$test_deps" = 1 ]; then
   packages="$packages libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ca-certificates debootstrap"
+  # RPM build and checks; the %check section runs unit tests with the distribution's python3
+  packages="$packages rpm rpmlint cpio make git python3-pytest python3-hypothesis python3-lxml python3-click python3-psutil"
 fi
 missing=""
 for p in $packages; do

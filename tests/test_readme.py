@@ -26,3 +26,12 @@ def test_readme_starts_with_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert _first_block()[1] in ci
+
+
+def test_readme_troubleshooting_table_covers_every_check():
+    from nfd_snp.checks import all_checks
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## Troubleshooting") :]
+    for check in all_checks():
+        assert f"| `{check.name}` |" in table, check.name
