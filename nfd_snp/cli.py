@@ -360,6 +360,13 @@ def domain_options(func):
     return func
 
 
+def _node_facts(load_node, facts):
+    node, warning = load_node(facts)
+    if warning:
+        click.echo(f"nfd-snp: warning: {warning}", err=True)
+    return node
+
+
 def _schema_dir(schemas):
     from nfd_snp.domain import schema
 
@@ -392,8 +399,9 @@ def domain_rewrite(flags, facts, schemas, source):
     """
     from nfd_snp.domain.cli_support import load_node, rewrite_text
 
+    node = _node_facts(load_node, facts)
     data = source.read(64 * 1024 * 1024 + 1)
-    click.echo(rewrite_text(data, flags, load_node(facts), _schema_dir(schemas)), nl=False)
+    click.echo(rewrite_text(data, flags, node, _schema_dir(schemas)), nl=False)
 
 
 @domain.command("convert")
@@ -417,7 +425,8 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
     """
     from nfd_snp.domain.cli_support import convert, load_node
 
-    result = convert(name, uri, flags, load_node(facts), dry_run, _schema_dir(schemas))
+    node = _node_facts(load_node, facts)
+    result = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
     if dry_run:
         click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
     else:

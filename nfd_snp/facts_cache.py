@@ -2,27 +2,31 @@
 
 The hook runs on every VM start and must not probe the host itself (no root devices, no
 libvirt calls from a hook). The service writes this compact summary atomically whenever it
-changes; it holds no timestamps, so an unchanged node never rewrites it. Readers judge its
-age from the file's mtime.
+changes; it holds no timestamps, so an unchanged node never rewrites it. Instead the
+service stamps the file's mtime every cycle (`touch`), and `valid_for` (the service's ttl)
+says how long a stamp stays good: facts from a service that stopped expire, like its labels.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Optional
-
-from nfd_snp.atomic import write_atomic
+import os
+from nfd_snp.atomic import WriteError, write_atomic
 from nfd_snp.checks import Report
 
 SCHEMA = "nfd-snp.facts/v1"
 
 
-def summary(report: Report) -> dict:
+DEFAULT_VALID_FOR = 600.0
+
+
+def summary(report: Report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
     facts = report.facts
     leaf = facts.cpu.mem_encrypt
     snp = facts.psp.snp
     return {
         "schema": SCHEMA,
+        "valid_for": valid_for,
         "verdicts": {
             v.guest.value: {"ready": v.ready.value, "blocking": list(v.blocking)}
             for v in report.verdicts
@@ -35,19 +39,25 @@ def summary(report: Report) -> dict:
     }
 
 
-def encode(report: Report) -> bytes:
-    return (json.dumps(summary(report), sort_keys=True, separators=(",", ":")) + "\n").encode()
+def encode(report: Report, valid_for: float = DEFAULT_VALID_FOR) -> bytes:
+    data = summary(report, valid_for)
+    return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
-def write_if_changed(path: str, data: bytes, previous: Optional[bytes]) -> bool:
-    """Write `data` unless it equals what is there; return whether it was written."""
-    if previous is None:
-        try:
-            with open(path, "rb") as handle:
-                previous = handle.read(1 << 20)
-        except OSError:
-            previous = None
-    if previous == data:
-        return False
+def write_if_changed(path: str, data: bytes) -> bool:
+    """Write `data` unless the file already holds it; either way the file is fresh after.
+
+    Returns whether the content was written. The file on disk is compared each time (it is
+    a few hundred bytes), so a cache edited or removed behind the service's back is mended.
+    """
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(len(data) + 1) == data:
+                os.utime(handle.fileno())  # still true: renew its freshness, not its content
+                return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise WriteError(f"cannot refresh {path}: {exc.strerror or exc}") from None
     write_atomic(path, data, 0o644)
     return True

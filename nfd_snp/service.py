@@ -121,7 +121,6 @@ class Service:
         self.reload = reload
         self.published: Optional[nfd.Publication] = None
         self.verdicts: Optional[str] = None
-        self.cache_bytes: Optional[bytes] = None
         self.last_error: Optional[str] = None
         self.wake = threading.Event()
         self.stopping = False
@@ -134,10 +133,9 @@ class Service:
             report = probe_report(self.config)
             pub = nfd.publication(report)
             result = write_features(self.config.output, pub, now, self.config.ttl)
-            data = facts_cache.encode(report)
-            if facts_cache.write_if_changed(self.config.facts_cache, data, self.cache_bytes):
+            data = facts_cache.encode(report, self.config.ttl)
+            if facts_cache.write_if_changed(self.config.facts_cache, data):
                 self.log(f"facts cache updated: {self.config.facts_cache}")
-            self.cache_bytes = data
             if self.config.metrics_textfile:
                 from nfd_snp import metrics
 

@@ -160,10 +160,14 @@ def test_convert_dry_run_prints_a_diff_and_defines_nothing(defined):
 
 def test_convert_running_and_missing_domains(defined):
     name = defined(OWN / "direct-kernel.xml", "nfdsnp-convert-missing")
-    missing = CliRunner().invoke(cli, ["domain", "convert", "nfdsnp-no-such-domain"])
+    missing = CliRunner().invoke(
+        cli, ["domain", "convert", "nfdsnp-no-such-domain", "--facts", "none"]
+    )
     assert missing.exit_code == 2
     assert "no domain named 'nfdsnp-no-such-domain' on qemu:///system" in missing.output
-    bad_uri = CliRunner().invoke(cli, ["domain", "convert", name, "--connect", "bogus:///x"])
+    bad_uri = CliRunner().invoke(
+        cli, ["domain", "convert", name, "--connect", "bogus:///x", "--facts", "none"]
+    )
     assert bad_uri.exit_code == 1 and "cannot connect to bogus:///x" in bad_uri.output
 
 
@@ -180,7 +184,7 @@ def test_convert_refuses_a_running_domain(libvirtd, tmp_path):
     subprocess.run([*virsh, "define", str(path)], check=True, capture_output=True)
     try:
         subprocess.run([*virsh, "start", name], check=True, capture_output=True)
-        result = CliRunner().invoke(cli, ["domain", "convert", name])
+        result = CliRunner().invoke(cli, ["domain", "convert", name, "--facts", "none"])
         assert result.exit_code == 1
         assert f"domain '{name}' is running: shut it down first" in result.output
     finally:
@@ -189,6 +193,27 @@ def test_convert_refuses_a_running_domain(libvirtd, tmp_path):
 
 
 # -- rewrite as a filter ----------------------------------------------------------------------
+
+
+def test_unusable_default_facts_cache_only_warns(tmp_path, monkeypatch):
+    from nfd_snp.domain import node as node_facts
+
+    stale = tmp_path / "facts.json"
+    stale.write_text('{"schema": "nfd-snp.facts/v1"}')
+    monkeypatch.setattr(node_facts, "DEFAULT_FACTS_CACHE", str(stale))
+    result = CliRunner().invoke(
+        cli, ["domain", "rewrite"], input=(OWN / "direct-kernel.xml").read_bytes()
+    )
+    assert result.exit_code == 0
+    assert (
+        "nfd-snp: warning: ignoring node facts (facts cache: no sev-snp verdict)" in result.output
+    )
+    explicit = CliRunner().invoke(
+        cli,
+        ["domain", "rewrite", "--facts", str(stale)],
+        input=(OWN / "direct-kernel.xml").read_bytes(),
+    )
+    assert explicit.exit_code == 2 and "no sev-snp verdict" in explicit.output
 
 
 def test_rewrite_filter_end_to_end(tmp_path):
@@ -223,6 +248,8 @@ def test_rewrite_filter_end_to_end(tmp_path):
     ],
 )
 def test_rewrite_errors_are_one_line_exit_2(args, stdin, message):
+    if "--facts" not in args:
+        args = [*args, "--facts", "none"]
     result = CliRunner().invoke(cli, ["domain", "rewrite", *args], input=stdin)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output

@@ -145,6 +145,17 @@ def test_prepare_fails_closed_when_node_unknown_or_not_ready(facts, cache, messa
     assert message.format(path=facts.path) in line
 
 
+def test_prepare_refuses_stale_facts(facts):
+    """Facts from a service that stopped expire like its labels: SNP domains are refused."""
+    facts.write()
+    old = os.stat(facts.path).st_mtime - 601  # the default validity is the service's ttl, 600 s
+    os.utime(facts.path, (old, old))
+    line = _refusal(run_hook("prepare", "begin", CONVERTED, facts.path))
+    assert "was last refreshed 601 s ago, longer than its 600 s validity" in line
+    plain = run_hook("prepare", "begin", PLAIN, facts.path)
+    assert (plain.returncode, plain.stderr) == (0, b"")
+
+
 def test_prepare_refuses_invalid_options(facts):
     facts.write()
     bad = CONVERTED.replace(b'vcek="yes"', b'vcek="yes" hostData="tooshort"')

@@ -261,20 +261,28 @@ def test_features_command_writes_then_reports_up_to_date(tmp_path):
     assert second.exit_code == 0 and "up to date" in second.output
 
 
-def test_facts_cache_written_only_on_change(tmp_path, snapshot):
+def test_facts_cache_rewritten_only_on_change_but_kept_fresh(tmp_path, snapshot):
     import json
 
     clock = FakeClock()
     service, _ = _service(tmp_path, snapshot(base="genoa-snp-ready"), clock)
     service.cycle()
-    cache = json.loads(open(service.config.facts_cache).read())
+    path = service.config.facts_cache
+    cache = json.loads(open(path).read())
     assert cache["verdicts"]["sev-snp"]["ready"] == "yes"
     assert cache["cbitpos"] == 51 and cache["snp_api"] == [1, 55]
     assert cache["snp_firmware"] == ["/usr/share/edk2/ovmf/OVMF.amdsev.fd"]
-    before = os.stat(service.config.facts_cache).st_mtime_ns
+    assert cache["valid_for"] == service.config.ttl
+    os.utime(path, (1, 1))  # pretend it is old
+    before = os.stat(path)
     clock.now += 60
     service.cycle()
-    assert os.stat(service.config.facts_cache).st_mtime_ns == before
+    after = os.stat(path)
+    assert after.st_ino == before.st_ino  # not rewritten...
+    assert after.st_mtime > before.st_mtime  # ...but stamped fresh again
+    os.unlink(path)
+    service.cycle()
+    assert json.loads(open(path).read()) == cache  # removed behind its back: written again
 
 
 def test_metrics_textfile(tmp_path, snapshot):

@@ -23,13 +23,23 @@ def parse_option_flags(flags) -> dict:
 
 
 def load_node(facts: Optional[str]):
-    """Node facts from the cache: 'none' disables, a missing default cache is no facts."""
+    """(node facts or None, warning or None) for --facts.
+
+    'none' disables them; an explicit path must be usable (DomainError otherwise); the
+    default cache is used when present and usable, else the rewrite goes on without node
+    facts (cbitpos and firmware left to libvirt) and says why.
+    """
     if facts == "none":
-        return None
-    path = facts or node_facts.DEFAULT_FACTS_CACHE
-    if facts is None and not os.path.exists(path):
-        return None
-    return node_facts.load(path)
+        return None, None
+    if facts is not None:
+        return node_facts.load(facts), None
+    path = node_facts.DEFAULT_FACTS_CACHE
+    if not os.path.exists(path):
+        return None, None
+    try:
+        return node_facts.load(path), None
+    except DomainError as exc:
+        return None, f"ignoring node facts ({exc})"
 
 
 def rewrite_text(xml, flags=(), node=None, schema_dir: Optional[str] = None) -> str:

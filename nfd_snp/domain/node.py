@@ -8,6 +8,8 @@ that asked for SEV-SNP is then refused, never started on a guess.
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Optional, Tuple
 
 from nfd_snp.errors import DomainError
@@ -19,7 +21,15 @@ FACTS_LIMIT = 1024 * 1024
 class NodeFacts:
     """cbitpos, reducedPhysBits, SNP firmware ABI and images, and SNP readiness."""
 
-    __slots__ = ("snp_ready", "blocking", "cbitpos", "reducedPhysBits", "snp_api", "snp_firmware")
+    __slots__ = (
+        "snp_ready",
+        "blocking",
+        "cbitpos",
+        "reducedPhysBits",
+        "snp_api",
+        "snp_firmware",
+        "valid_for",
+    )
 
     def __init__(
         self,
@@ -29,6 +39,7 @@ class NodeFacts:
         reducedPhysBits: Optional[int] = None,
         snp_api: Optional[Tuple[int, int]] = None,
         snp_firmware: Tuple[str, ...] = (),
+        valid_for: Optional[float] = None,
     ) -> None:
         self.snp_ready = snp_ready
         self.blocking = blocking
@@ -36,6 +47,7 @@ class NodeFacts:
         self.reducedPhysBits = reducedPhysBits
         self.snp_api = snp_api
         self.snp_firmware = snp_firmware
+        self.valid_for = valid_for
 
 
 def _int(value, name):
@@ -65,7 +77,11 @@ def from_summary(data) -> NodeFacts:
     firmware = data.get("snp_firmware") or []
     if not isinstance(firmware, list) or not all(isinstance(f, str) for f in firmware):
         raise DomainError("facts cache: snp_firmware is not a list of paths")
+    valid_for = data.get("valid_for")
+    if isinstance(valid_for, bool) or not isinstance(valid_for, (int, float)) or valid_for <= 0:
+        raise DomainError("facts cache: valid_for is not a positive number of seconds")
     return NodeFacts(
+        valid_for=float(valid_for),
         snp_ready=verdict["ready"],
         blocking=tuple(str(b) for b in blocking),
         cbitpos=_int(data.get("cbitpos"), "cbitpos"),
@@ -75,11 +91,12 @@ def from_summary(data) -> NodeFacts:
     )
 
 
-def load(path: str = DEFAULT_FACTS_CACHE) -> NodeFacts:
-    """Read the cache; DomainError (with what to run) when it is missing or unusable."""
+def load(path: str = DEFAULT_FACTS_CACHE, now: Optional[float] = None) -> NodeFacts:
+    """Read the cache; DomainError (with what to run) when it is missing, stale or unusable."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read(FACTS_LIMIT + 1)
+            stamped = os.fstat(handle.fileno()).st_mtime
     except FileNotFoundError:
         raise DomainError(
             f"node SEV-SNP readiness is unknown: {path} is missing (is nfd-snp.service running?)"
@@ -92,4 +109,11 @@ def load(path: str = DEFAULT_FACTS_CACHE) -> NodeFacts:
         data = json.loads(raw)
     except (ValueError, RecursionError):
         raise DomainError(f"node SEV-SNP readiness is unknown: {path} is not valid JSON") from None
-    return from_summary(data)
+    facts = from_summary(data)
+    age = (time.time() if now is None else now) - stamped
+    if age > facts.valid_for:
+        raise DomainError(
+            f"node SEV-SNP readiness is unknown: {path} was last refreshed {age:.0f} s ago, "
+            f"longer than its {facts.valid_for:.0f} s validity (is nfd-snp.service running?)"
+        )
+    return facts
