@@ -11,6 +11,7 @@ libvirt query is made: the sample is a snapshot.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -45,7 +46,10 @@ def main() -> None:
     # What the required libraries cost before any nfd-snp code runs (DESIGN.md: click, lxml,
     # typed dataclasses), to tell their share of the ratio from ours.
     floor_cmd = [sys.executable, "-I", "-c", "import click, lxml.etree, dataclasses"]
-    subprocess.run(probe_cmd, stdout=subprocess.DEVNULL, check=False)  # warm the page cache
+    # Warm the page cache, and make sure what is timed is a real report, not an error path.
+    first = subprocess.run(probe_cmd, capture_output=True, text=True)
+    if first.returncode not in (0, 1) or json.loads(first.stdout).get("schema") is None:
+        sys.exit(f"bench: {' '.join(probe_cmd)} failed: {first.stderr.strip()}")
     probe_times, base_times, floor_times, rss = [], [], [], []
     for _ in range(args.runs):
         t, _ = timed(baseline_cmd)

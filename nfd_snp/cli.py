@@ -88,22 +88,30 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def probe_config(host_root, sample, libvirt, libvirt_timeout, **more):
-    """The Config for one probe from the shared options (file settings only for `run`)."""
+    """The Config for `features` from the shared options (file settings only for `run`)."""
     from nfd_snp.config import Config, override
 
+    root = _probe_root(host_root, sample)
+    return override(
+        Config(), host_root=root, libvirt=libvirt, libvirt_timeout=libvirt_timeout, **more
+    )
+
+
+def _probe_root(host_root, sample) -> str:
     if sample and host_root not in (None, "/"):
         raise click.UsageError("--sample and --host-root exclude each other")
-    root = str(samples_dir() / sample) if sample else host_root
-    base = more.pop("base", None) or Config()
-    return override(base, host_root=root, libvirt=libvirt, libvirt_timeout=libvirt_timeout, **more)
+    return str(samples_dir() / sample) if sample else (host_root or "/")
 
 
-def open_report(config):
-    from nfd_snp.service import probe_report
+def open_report(host_root, sample, libvirt, libvirt_timeout):
+    """`check`'s probe: only the probe and the checks are imported (no service modules)."""
+    from nfd_snp.probe import probe_report
 
+    root = _probe_root(host_root, sample)
+    mode = libvirt or "auto"
     state = click.get_current_context().find_object(State) or State()
-    state.info(f"probing {config.host_root} (libvirt {config.libvirt})")
-    return probe_report(config)
+    state.info(f"probing {root} (libvirt {mode})")
+    return probe_report(root, libvirt=mode, libvirt_timeout=libvirt_timeout or 10.0)
 
 
 libvirt_option = click.option(
@@ -167,7 +175,7 @@ def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
     from nfd_snp.checks import Guest, Readiness
     from nfd_snp.report import render_json, render_table
 
-    report = open_report(probe_config(host_root, sample, libvirt, libvirt_timeout))
+    report = open_report(host_root, sample, libvirt, libvirt_timeout)
     if as_json:
         click.echo(render_json(report), nl=False)
     else:

@@ -23,23 +23,18 @@ from typing import Callable, Optional
 
 from nfd_snp import facts_cache, nfd
 from nfd_snp.atomic import WriteError, remove_stale_temps, write_atomic
-from nfd_snp.checks import Report, evaluate
+from nfd_snp import probe
+from nfd_snp.checks import Report
 from nfd_snp.config import Config
 from nfd_snp.errors import NfdSnpError
-from nfd_snp.host import open_host
-from nfd_snp.probe import probe
 
 Clock = Callable[[], float]
 
 
 def probe_report(config: Config) -> Report:
-    with open_host(
-        config.host_root,
-        libvirt=config.libvirt != "off",
-        libvirt_timeout=config.libvirt_timeout,
-    ) as host:
-        facts = probe(host)
-    return evaluate(facts, require_libvirt=config.libvirt == "required")
+    return probe.probe_report(
+        config.host_root, libvirt=config.libvirt, libvirt_timeout=config.libvirt_timeout
+    )
 
 
 def _utc(seconds: float) -> datetime.datetime:
