@@ -255,6 +255,15 @@ def test_verify_refuses_unconverted_and_mismatched():
         engine.verify(converted, GENOA)
 
 
+def test_verify_accepts_cbit_left_for_libvirt_to_fill():
+    """Converted without node facts (no <cbitpos>): libvirt fills it at start, so it runs."""
+    root = xmlio.parse((OWN / "direct-kernel.xml").read_bytes())
+    engine.set_request(root, SnpOptions())
+    engine.rewrite(root, None)
+    assert root.find("launchSecurity/cbitpos") is None
+    engine.verify(root, GENOA)
+
+
 # -- hostile input ---------------------------------------------------------------------------
 
 LAUGHS = (
