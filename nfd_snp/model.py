@@ -129,9 +129,11 @@ def generation_of(family: Optional[int], model: Optional[int]) -> Generation:
 
 @dataclass(frozen=True)
 class CpuFacts:
-    """Vendor, family/model and the memory-encryption leaf of CPU 0."""
+    """Vendor, family/model and the memory-encryption leaf of CPU 0, from the CPUID device.
 
-    source: str  # "cpuid" (the device) or "proc/cpuinfo" (fallback without leaf 0x8000001F)
+    When the device cannot be read the checks fall back on /proc/cpuinfo (KernelFacts).
+    """
+
     vendor: Optional[str]
     family: Optional[int]
     model: Optional[int]

@@ -46,19 +46,19 @@ def read(host: Host) -> CpuFacts:
         if max_extended >= LEAF_MEM_ENCRYPT and max_extended < 0x8000FFFF:
             leaf = MemEncryptLeaf(*host.cpuid(LEAF_MEM_ENCRYPT))
     except (OSError, NotCaptured) as exc:
-        return CpuFacts(
-            "cpuid",
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            unreadable_from(
-                exc,
-                "/" + paths.CPUID_DEVICE,
-                missing=Reason.CPUID_DEVICE_MISSING,
-                denied=Reason.DEVICE_DENIED,
-            ),
+        failure = unreadable_from(
+            exc,
+            "/" + paths.CPUID_DEVICE,
+            missing=Reason.CPUID_DEVICE_MISSING,
+            denied=Reason.DEVICE_DENIED,
         )
-    return CpuFacts("cpuid", vendor, family, model, stepping, max_extended, leaf)
+        return CpuFacts(
+            vendor=None,
+            family=None,
+            model=None,
+            stepping=None,
+            max_extended_leaf=None,
+            mem_encrypt=None,
+            unreadable=failure,
+        )
+    return CpuFacts(vendor, family, model, stepping, max_extended, leaf)
