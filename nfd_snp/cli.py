@@ -179,7 +179,9 @@ def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
     if as_json:
         click.echo(render_json(report), nl=False)
     else:
-        click.echo(render_table(report, failures_only=failures), nl=False)
+        # Colour only on a terminal (click strips it otherwise), and never with NO_COLOR set.
+        color = False if os.environ.get("NO_COLOR") else None
+        click.echo(render_table(report, failures_only=failures), nl=False, color=color)
     ready = report.verdict(Guest.SEV_SNP).ready is Readiness.YES
     click.get_current_context().exit(0 if ready else 1)
 

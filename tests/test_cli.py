@@ -52,6 +52,14 @@ def test_table_has_no_ansi_when_not_a_tty():
     assert "\x1b[" not in run("check", "--sample", "intel").output
 
 
+def test_colour_on_a_terminal_unless_no_color(monkeypatch):
+    result = CliRunner().invoke(cli, ["check", "--sample", "intel"], color=True)
+    assert "\x1b[31" in result.output  # FAIL in red
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = CliRunner().invoke(cli, ["check", "--sample", "intel"], color=True)
+    assert "\x1b[" not in result.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
