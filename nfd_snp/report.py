@@ -107,7 +107,9 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
     ]
     title_width = max((len(r.check.title) + 2 * r.depth for r in results), default=10)
     title_width = min(title_width, 60)
-    detail_width = max(width - 8 - title_width - 2, 30)
+    # Side by side when the detail column gets 40 characters; stacked (detail and fix under
+    # the title) on narrower terminals, so nothing wraps into the next column.
+    stacked = width - (8 + title_width + 2) < 40
     lines = _header(report)
     for r, group in _collapse_skips(results):
         status = r.outcome.status
@@ -117,30 +119,33 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
         if len(group) > 1:
             text = f"{len(group)} dependent checks"
             detail_text = f"{r.outcome.detail}: " + ", ".join(g.check.name for g in group)
-        title = (indent + text).ljust(title_width)
-        detail = textwrap.wrap(detail_text, detail_width) or [""]
+        pad = " " * (8 + len(indent) + 2 if stacked else 8 + title_width + 2)
+        text_width = max(width - len(pad) - 1, 30)
+        detail = textwrap.wrap(detail_text, text_width) or [""]
         tag = click.style(
             status.value.ljust(7), fg=STATUS_COLOURS[status], bold=status is Status.FAIL
         )
-        lines.append(f"{tag} {title}  {detail[0]}")
-        pad = " " * (8 + title_width + 2)
-        lines.extend(pad + more for more in detail[1:])
+        if stacked:
+            lines.append(f"{tag} {indent}{text}")
+            lines.extend(pad + part for part in detail)
+        else:
+            lines.append(f"{tag} {(indent + text).ljust(title_width)}  {detail[0]}")
+            lines.extend(pad + more for more in detail[1:])
         if r.fix:
-            fix = textwrap.wrap(
-                f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]", max(width - len(pad) - 1, 30)
-            )
+            fix = textwrap.wrap(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]", text_width)
             lines.extend(pad + click.style(part, fg="cyan") for part in fix)
     if failures_only and not results:
         lines.append("no failed or unknown checks")
     lines.append("")
     for v in report.verdicts:
         text, colour = READY_TEXT[v.ready]
-        label = v.guest.label.ljust(8)
-        line = f"{label} {click.style(text, fg=colour, bold=True)}"
+        line = f"{v.guest.label.ljust(8)} {text}"
         if v.blocking:
             kind = "blocked by" if v.ready is Readiness.NO else "unknown because of"
             line += f" ({kind}: {', '.join(v.blocking)})"
-        lines.append(line)
+        wrapped = textwrap.wrap(line, max(width - 1, 40), subsequent_indent=" " * 9)
+        wrapped[0] = wrapped[0].replace(text, click.style(text, fg=colour, bold=True), 1)
+        lines.extend(wrapped)
     if not report.facts.snapshot and "cpu.vendor" in report.verdicts[0].blocking:
         lines += ["", SAMPLE_HINT]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -129,3 +130,16 @@ def test_module_entry_point():
         [sys.executable, "-m", "nfd_snp", "--version"], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0 and "nfd-snp, version" in proc.stdout
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100, 160])
+def test_table_fits_the_terminal(columns, monkeypatch):
+    from nfd_snp.checks import evaluate
+    from nfd_snp.report import render_table
+    from tests.conftest import SAMPLES, probe_root
+
+    report = evaluate(probe_root(SAMPLES / "milan-snp-off"))
+    text = click.unstyle(render_table(report, width=columns))
+    body = text.splitlines()[3:]  # below the header, whose snapshot path is not broken
+    assert max(len(line) for line in body) <= columns
+    assert "fix: Enable SEV-SNP in the BIOS" in " ".join(text.split())
