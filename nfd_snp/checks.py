@@ -319,15 +319,11 @@ def _asids(es: bool):
     def evaluate(f: HostFacts) -> Outcome:
         a = f.asids
         kind = "SEV-ES/SNP" if es else "SEV"
-        capacity = a.sev_es_capacity if es else a.sev_capacity
         current = a.sev_es_current if es else a.sev_current
-        source = f"{a.path}/misc.capacity"
-        if capacity is None and f.cpu.mem_encrypt is not None:
-            leaf = f.cpu.mem_encrypt
-            capacity = leaf.es_asids if es else leaf.sev_asids
-            source = f"CPUID ASIDs {leaf.min_sev_asid}-{leaf.max_sev_asid}"
-        if capacity is None:
+        known = f.asid_capacity(es)
+        if known is None:
             return from_unreadable(a.unreadable or f.cpu.unreadable, "no ASID information")
+        capacity, source = known
         use = f", {current} in use" if current is not None else ""
         detail = f"{capacity} {kind} ASIDs ({source}){use}"
         if capacity > 0:
@@ -388,15 +384,12 @@ def check_snp_firmware(f: HostFacts) -> Outcome:
 
 
 def check_cbit(f: HostFacts) -> Outcome:
-    leaf = f.cpu.mem_encrypt
-    if leaf is None:
-        if f.domcaps.cbitpos is not None:
-            return passed(
-                f"C-bit {f.domcaps.cbitpos}, reduced phys bits {f.domcaps.reducedPhysBits} "
-                "(from libvirt)"
-            )
+    known = f.cbit()
+    if known is None:
         return from_unreadable(f.cpu.unreadable, "CPUID 0x8000001F not available")
-    return passed(f"C-bit {leaf.cbitpos}, reduced phys bits {leaf.reduced_phys_bits}")
+    cbitpos, reduced, source = known
+    detail = f"C-bit {cbitpos}, reduced phys bits {reduced}"
+    return passed(detail + (" (from libvirt)" if source == "libvirt" else ""))
 
 
 def check_running_guests(f: HostFacts) -> Outcome:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+
 from nfd_snp.atomic import WriteError, write_atomic
 from nfd_snp.checks import Report
 
@@ -22,7 +23,7 @@ DEFAULT_VALID_FOR = 600.0
 
 def summary(report: Report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
     facts = report.facts
-    leaf = facts.cpu.mem_encrypt
+    cbitpos, reduced, _source = facts.cbit() or (None, None, None)
     snp = facts.psp.snp
     return {
         "schema": SCHEMA,
@@ -31,8 +32,8 @@ def summary(report: Report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
             v.guest.value: {"ready": v.ready.value, "blocking": list(v.blocking)}
             for v in report.verdicts
         },
-        "cbitpos": leaf.cbitpos if leaf else facts.domcaps.cbitpos,
-        "reducedPhysBits": leaf.reduced_phys_bits if leaf else facts.domcaps.reducedPhysBits,
+        "cbitpos": cbitpos,
+        "reducedPhysBits": reduced,
         "snp_api": [snp.api_major, snp.api_minor] if snp else None,
         "snp_firmware": [i.executable for i in facts.firmware.snp_images if i.executable],
         "libvirt_sectypes": list(facts.domcaps.sectypes),

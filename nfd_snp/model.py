@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from nfd_snp.reasons import Reason
 
@@ -411,6 +411,29 @@ class HostFacts:
     domcaps: DomainCapsFacts
     firmware: FirmwareFacts
     guests: GuestFacts
+
+    def asid_capacity(self, es: bool) -> Optional[Tuple[int, str]]:
+        """(SEV or ES/SNP ASIDs, where the number comes from), or None when unknown.
+
+        The misc cgroup says what KVM registered; without it, the CPUID ASID range.
+        """
+        total = self.asids.sev_es_capacity if es else self.asids.sev_capacity
+        if total is not None:
+            return total, f"{self.asids.path}/misc.capacity"
+        leaf = self.cpu.mem_encrypt
+        if leaf is None:
+            return None
+        total = leaf.es_asids if es else leaf.sev_asids
+        return total, f"CPUID ASIDs {leaf.min_sev_asid}-{leaf.max_sev_asid}"
+
+    def cbit(self) -> Optional[Tuple[int, Optional[int], str]]:
+        """(cbitpos, reducedPhysBits, source): CPUID 0x8000001F, else libvirt's domcaps."""
+        leaf = self.cpu.mem_encrypt
+        if leaf is not None:
+            return leaf.cbitpos, leaf.reduced_phys_bits, "CPUID"
+        if self.domcaps.cbitpos is not None:
+            return self.domcaps.cbitpos, self.domcaps.reducedPhysBits, "libvirt"
+        return None
 
 
 def to_jsonable(value):

@@ -76,24 +76,19 @@ def publication(report: Report) -> Publication:
     features: Dict[str, str] = {}
     asids = facts.asids
     leaf = facts.cpu.mem_encrypt
-    sev_total = (
-        asids.sev_capacity if asids.sev_capacity is not None else (leaf.sev_asids if leaf else None)
-    )
-    es_total = (
-        asids.sev_es_capacity
-        if asids.sev_es_capacity is not None
-        else (leaf.es_asids if leaf else None)
-    )
-    _put(features, "sev.node.kubevirt.io/asids", sev_total)
-    _put(features, "sev.node.kubevirt.io/asids-used", asids.sev_current)
-    # ES and SNP guests share the ES ASID range (misc cgroup key `sev_es`).
-    _put(features, "sev-es.node.kubevirt.io/asids", es_total)
-    _put(features, "sev-es.node.kubevirt.io/asids-used", asids.sev_es_current)
-    cbitpos = leaf.cbitpos if leaf else facts.domcaps.cbitpos
-    rpb = leaf.reduced_phys_bits if leaf else facts.domcaps.reducedPhysBits
-    if report.verdict(Guest.SEV).ready is Readiness.YES or leaf is not None and leaf.sev:
-        _put(features, "sev.node.kubevirt.io/cbitpos", cbitpos)
-        _put(features, "sev.node.kubevirt.io/reduced-phys-bits", rpb)
+    for es, prefix in ((False, "sev"), (True, "sev-es")):
+        # ES and SNP guests share the ES ASID range (misc cgroup key `sev_es`).
+        known = facts.asid_capacity(es)
+        _put(features, f"{prefix}.node.kubevirt.io/asids", known[0] if known else None)
+        _put(
+            features,
+            f"{prefix}.node.kubevirt.io/asids-used",
+            asids.sev_es_current if es else asids.sev_current,
+        )
+    cbit = facts.cbit()
+    if cbit and (report.verdict(Guest.SEV).ready is Readiness.YES or leaf is not None and leaf.sev):
+        _put(features, "sev.node.kubevirt.io/cbitpos", cbit[0])
+        _put(features, "sev.node.kubevirt.io/reduced-phys-bits", cbit[1])
     for key, value in list(labels.items()) + list(features.items()):
         if not valid_label(key, value):
             raise ProgrammingError(f"invalid NFD name or value: {key}={value}")

@@ -21,9 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from nfd_snp import facts_cache, nfd
+from nfd_snp import facts_cache, nfd, probe
 from nfd_snp.atomic import WriteError, remove_stale_temps, write_atomic
-from nfd_snp import probe
 from nfd_snp.checks import Report
 from nfd_snp.config import Config
 from nfd_snp.errors import NfdSnpError
