@@ -7,6 +7,7 @@ error. Errors are one line on stderr; a traceback only with -v, and only for bug
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,10 @@ import click
 from nfd_snp import __version__
 from nfd_snp.errors import NfdSnpError
 
-import re  # noqa: E402
-
+# nfd_snp.config.LIBVIRT_MODES, without importing config on the `check` path.
 LIBVIRT_MODES = ("auto", "required", "off")
-_K8S_NAME = re.compile(
-    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-)  # nfd_snp.config.LIBVIRT_MODES, without the import
+# A Kubernetes object name (DNS-1123 label).
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 # Bundled sample snapshots ship inside the package (package_data); nothing on the start-up
 # path imports importlib.resources or logging, which would cost more than the probe itself.
@@ -111,7 +110,8 @@ def open_report(host_root, sample, libvirt, libvirt_timeout):
     mode = libvirt or "auto"
     state = click.get_current_context().find_object(State) or State()
     state.info(f"probing {root} (libvirt {mode})")
-    return probe_report(root, libvirt=mode, libvirt_timeout=libvirt_timeout or 10.0)
+    timeout = {} if libvirt_timeout is None else {"libvirt_timeout": libvirt_timeout}
+    return probe_report(root, libvirt=mode, **timeout)
 
 
 libvirt_option = click.option(
@@ -130,28 +130,35 @@ libvirt_timeout_option = click.option(
 )
 
 
-def host_options(func):
-    """--host-root / --sample / libvirt options shared by the commands that probe."""
-    options = [
-        click.option(
-            "--host-root",
-            default=None,
-            envvar="NFD_SNP_HOST_ROOT",
-            metavar="DIR",
-            help="Read the host below DIR: / on a node (default), /host in a container, or "
-            "a snapshot directory written by `nfd-snp capture` (replayed, no devices touched).",
-        ),
-        click.option(
-            "--sample",
-            type=click.Choice(sample_names()),
-            help="Check a bundled sample node instead of this host.",
-        ),
-        libvirt_option,
-        libvirt_timeout_option,
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def stacked(*options):
+    """One decorator applying click options in the order they are listed (help order)."""
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+# --host-root / --sample / libvirt options shared by the commands that probe.
+host_options = stacked(
+    click.option(
+        "--host-root",
+        default=None,
+        envvar="NFD_SNP_HOST_ROOT",
+        metavar="DIR",
+        help="Read the host below DIR: / on a node (default), /host in a container, or "
+        "a snapshot directory written by `nfd-snp capture` (replayed, no devices touched).",
+    ),
+    click.option(
+        "--sample",
+        type=click.Choice(sample_names()),
+        help="Check a bundled sample node instead of this host.",
+    ),
+    libvirt_option,
+    libvirt_timeout_option,
+)
 
 
 @cli.command()
@@ -341,33 +348,29 @@ def domain():
     """
 
 
-def domain_options(func):
-    options = [
-        click.option(
-            "--option",
-            "flags",
-            multiple=True,
-            metavar="NAME=VALUE",
-            help="An SEV-SNP option; repeatable; overrides the domain's marker.",
-        ),
-        click.option(
-            "--facts",
-            default=None,
-            metavar="PATH|none",
-            help="Node facts cache (default /run/nfd-snp/facts.json when present): C-bit, "
-            "firmware ABI and SNP firmware image of this node.",
-        ),
-        click.option(
-            "--schemas",
-            default=None,
-            metavar="DIR",
-            help="Validate against libvirt's RelaxNG schemas in DIR (default: the host's, "
-            "when they know sev-snp).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+domain_options = stacked(
+    click.option(
+        "--option",
+        "flags",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="An SEV-SNP option; repeatable; overrides the domain's marker.",
+    ),
+    click.option(
+        "--facts",
+        default=None,
+        metavar="PATH|none",
+        help="Node facts cache (default /run/nfd-snp/facts.json when present): C-bit, "
+        "firmware ABI and SNP firmware image of this node.",
+    ),
+    click.option(
+        "--schemas",
+        default=None,
+        metavar="DIR",
+        help="Validate against libvirt's RelaxNG schemas in DIR (default: the host's, "
+        "when they know sev-snp).",
+    ),
+)
 
 
 def _node_facts(load_node, facts):
