@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Tuple
 
 from nfd_snp.errors import ProgrammingError
-from nfd_snp.model import FirmwareState, HostFacts, Unreadable
+from nfd_snp.model import FirmwareState, Generation, HostFacts, Unreadable, generation_of
 from nfd_snp.reasons import Reason
 
 
@@ -127,8 +127,6 @@ def check_generation(f: HostFacts) -> Outcome:
     model = f.cpu.model if f.cpu.model is not None else f.kernel.model
     if family is None:
         return from_unreadable(f.cpu.unreadable or f.kernel.unreadable)
-    from nfd_snp.model import Generation, generation_of
-
     generation = generation_of(family, model)
     detail = f"family {family:#x} model {model:#x}" if model is not None else f"family {family:#x}"
     if generation is Generation.UNKNOWN:
