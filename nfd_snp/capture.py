@@ -47,6 +47,7 @@ def write_snapshot(recording: Recording, out: Path) -> None:
         "msr": recording.msr,
     }
     capture.update(recording.psp)
+    capture.update(recording.kvm_attrs)
     if recording.domcaps is not NotCaptured:
         capture["domcaps"] = recording.domcaps
     if recording.unreadable:

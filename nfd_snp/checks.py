@@ -1,25 +1,33 @@
 """The readiness tree: which guest types can run on this host, and why not.
 
 Checks follow snphost `ok` (REFERENCE §5) plus kvm_amd parameters, ASID capacity, libvirt
-and firmware. Each check is data (name, title, the guest type it gates, a pure function of
+and firmware. Each check is data (name, title, the guest types it gates, a pure function of
 the already-read `HostFacts`, children) and does no I/O. A failed parent skips its children;
 an unknown parent does not, so the report still says what else is known. A failure carries a
 typed `Reason`; the fix shown comes from it.
+
+Real hosts rarely let every register be read (the cpuid and msr drivers are not loaded by
+default, /dev/sev needs root), so a check whose own source is unreadable passes *as
+inferred* when a fact the kernel or firmware only shows in its presence proves it; the
+evidence is named. Unknown remains only where no evidence decides. A failure that merely
+follows from another failure (KVM turns SNP off because the firmware failed) names that root
+cause and is not itself counted as a blocker, so the admin is sent to the cause, not its echo.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from nfd_snp.errors import ProgrammingError
-from nfd_snp.model import FirmwareState, Generation, HostFacts, Unreadable, generation_of
+from nfd_snp.model import FirmwareState, Generation, HostFacts, Unreadable, zen_of
 from nfd_snp.reasons import Reason
 
 
 class Status(enum.Enum):
     PASS = "PASS"
+    WARN = "WARN"
     FAIL = "FAIL"
     SKIP = "SKIP"
     UNKNOWN = "UNKNOWN"
@@ -35,32 +43,16 @@ class Guest(enum.Enum):
         return {"sev": "SEV", "sev-es": "SEV-ES", "sev-snp": "SEV-SNP"}[self.value]
 
 
-# A check gating SEV also gates SEV-ES and SEV-SNP (ES and SNP guests need SEV; SNP guests
-# are ES guests and share their ASIDs). Informational checks (guest None) gate nothing.
-GATED = {
-    None: (),
-    Guest.SEV: (Guest.SEV, Guest.SEV_ES, Guest.SEV_SNP),
-    Guest.SEV_ES: (Guest.SEV_ES, Guest.SEV_SNP),
-    Guest.SEV_SNP: (Guest.SEV_SNP,),
-}
-
-# Reasons that say a source could not be read (so the answer is unknown), as opposed to
-# reasons that are themselves the answer (a missing /dev/sev is a real "no").
-UNKNOWN_REASONS = frozenset(
-    {
-        Reason.CPUID_DEVICE_MISSING,
-        Reason.MSR_DEVICE_MISSING,
-        Reason.DEVICE_DENIED,
-        Reason.DEVICE_ERROR,
-        Reason.FILE_DENIED,
-        Reason.FILE_GARBLED,
-        Reason.NOT_IN_SNAPSHOT,
-        Reason.LIBVIRT_PYTHON_MISSING,
-        Reason.LIBVIRT_QUERY_FAILED,
-        Reason.LIBVIRT_TIMEOUT,
-        Reason.UNKNOWN_GENERATION,
-    }
-)
+SEV, ES, SNP = Guest.SEV, Guest.SEV_ES, Guest.SEV_SNP
+# Which guest types a check gates. ES and SNP guests need SEV; SNP guests are ES guests and
+# share the ES ASID range. ASID checks gate only their own type (a BIOS may give every ASID
+# to SEV-ES/SNP), and informational checks gate nothing.
+ALL = (SEV, ES, SNP)
+ES_AND_SNP = (ES, SNP)
+ONLY_SEV = (SEV,)
+ONLY_ES = (ES,)
+ONLY_SNP = (SNP,)
+INFO = ()
 
 
 @dataclass(frozen=True)
@@ -68,14 +60,26 @@ class Outcome:
     status: Status
     detail: str
     reason: Optional[Reason] = None
+    # PASS proven by other evidence while the check's own source could not be read.
+    inferred_from: Optional[str] = None
+    # FAIL that follows from another failed check (named), not a cause of its own.
+    root_cause: Optional[str] = None
 
 
 def passed(detail: str) -> Outcome:
     return Outcome(Status.PASS, detail)
 
 
+def inferred(evidence: str, detail: str) -> Outcome:
+    return Outcome(Status.PASS, detail, inferred_from=evidence)
+
+
 def failed(reason: Reason, detail: str) -> Outcome:
     return Outcome(Status.FAIL, detail, reason)
+
+
+def warned(reason: Reason, detail: str) -> Outcome:
+    return Outcome(Status.WARN, detail, reason)
 
 
 def skipped(detail: str) -> Outcome:
@@ -86,7 +90,7 @@ def from_unreadable(unreadable: Optional[Unreadable], what: str = "not read") ->
     """UNKNOWN when the source could not be read, FAIL when the failure is the answer."""
     if unreadable is None:
         return Outcome(Status.UNKNOWN, what)
-    if unreadable.reason in UNKNOWN_REASONS:
+    if unreadable.reason.unknown:
         return Outcome(Status.UNKNOWN, unreadable.detail, unreadable.reason)
     return Outcome(Status.FAIL, unreadable.detail, unreadable.reason)
 
@@ -95,14 +99,80 @@ def from_unreadable(unreadable: Optional[Unreadable], what: str = "not read") ->
 class Check:
     name: str
     title: str
-    guest: Optional[Guest]
+    gates: Tuple[Guest, ...]
     evaluate: Callable[[HostFacts], Outcome]
     children: Tuple["Check", ...] = ()
+    # Checks whose failure makes this one fail too (see ROOT_CAUSES).
+    caused_by: Tuple[str, ...] = ()
+    # Guest types a WARN of this check concerns (its gates, or given for informational ones).
+    concerns: Tuple[Guest, ...] = ()
+
+    @property
+    def guest(self) -> Optional[Guest]:
+        """The lowest guest type gated (the `gates` field of `check --json`)."""
+        return self.gates[0] if self.gates else None
 
     def walk(self) -> Iterator["Check"]:
         yield self
         for child in self.children:
             yield from child.walk()
+
+
+# -- evidence: facts that the kernel or the firmware show only when another fact holds --------
+
+
+def kernel_flag(flag: str, why: str = ""):
+    """Evidence from a /proc/cpuinfo flag (arch/x86/kernel/cpu/amd.c early_detect_mem_encrypt
+    clears sme/sev/sev_es/sev_snp unless SYSCFG MEM_ENCRYPT is set and the feature usable)."""
+
+    def probe(f: HostFacts) -> Optional[str]:
+        return f"the kernel flag '{flag}'{why}" if f.kernel.has_flag(flag) else None
+
+    return probe
+
+
+def kvm_enabled(param: str):
+    """Evidence from a kvm_amd parameter: KVM writes Y back only after it found the CPU
+    feature (arch/x86/kvm/svm/sev.c sev_hardware_setup checks X86_FEATURE_SEV/_ES/_SNP)."""
+
+    def probe(f: HostFacts) -> Optional[str]:
+        p = getattr(f.kvm, param)
+        return f"kvm_amd.{param}={p.raw}" if p.enabled else None
+
+    return probe
+
+
+def snp_firmware_initialised(f: HostFacts) -> Optional[str]:
+    """SNP firmware in INIT proves SYSCFG SNP_EN, VMPL_EN and the RMP: the kernel sets SNP_EN
+    and VMPL_EN on every CPU before SNP_INIT (arch/x86/virt/svm/sev.c snp_enable; a CPU
+    without VMPLs would refuse the write) and SNP_INIT requires them (SNP firmware ABI)."""
+    snp = f.psp.snp
+    if snp is None or snp.state == FirmwareState.UNINIT:
+        return None
+    return f"SNP firmware state {_state_name(snp.state)}"
+
+
+# The kernel keeps the `sev_snp` flag only on bare metal with the RMP reserved by the BIOS
+# (amd.c bsp_determine_snp -> snp_probe_rmptable_info), so the flag proves CPU support and
+# the RMP. It does not prove SYSCFG SNP_EN: the kernel sets that later, and only when the
+# IOMMU and RMP set-up succeed (up to 7.0) or the SNP firmware initialises (7.1+).
+SNP_FLAG = kernel_flag("sev_snp")
+SME_EVIDENCE = (
+    kernel_flag("sme"),
+    # SEV encrypts guest memory with SME's engine (AMD64 APM vol. 2, "Secure Encrypted
+    # Virtualization"): a usable SEV proves the SME hardware.
+    kernel_flag("sev", " (SEV uses the SME encryption engine)"),
+    kernel_flag("sev_es", " (SEV-ES uses the SME encryption engine)"),
+    SNP_FLAG,
+)
+
+
+def _first(f: HostFacts, evidence) -> Optional[str]:
+    for probe in evidence:
+        found = probe(f)
+        if found:
+            return found
+    return None
 
 
 # -- evaluation functions (pure; one per check) -----------------------------------------
@@ -123,28 +193,48 @@ def check_vendor(f: HostFacts) -> Outcome:
 
 
 def check_generation(f: HostFacts) -> Outcome:
-    family = f.cpu.family if f.cpu.family is not None else f.kernel.family
-    model = f.cpu.model if f.cpu.model is not None else f.kernel.model
+    family, model = f.family, f.model
     if family is None:
         return from_unreadable(f.cpu.unreadable or f.kernel.unreadable)
-    generation = generation_of(family, model)
+    generation = f.generation
     detail = f"family {family:#x} model {model:#x}" if model is not None else f"family {family:#x}"
     if generation is Generation.UNKNOWN:
+        layout = "1Ah" if family >= 0x1A else "19h"
         return Outcome(
-            Status.UNKNOWN, f"{detail}: not a known EPYC generation", Reason.UNKNOWN_GENERATION
+            Status.UNKNOWN,
+            f"{detail}: not a known EPYC server model (TCB values use the family {layout} layout)",
+            Reason.UNKNOWN_GENERATION,
         )
     return passed(f"{detail} ({generation.value})")
 
 
-def _leaf_bit(attr: str, bit: int, reason: Reason, kernel_flag: Optional[str] = None):
-    """A CPUID 0x8000001F EAX bit; the kernel flag vouches for it when CPUID is unreadable."""
+def check_drivers(f: HostFacts) -> Outcome:
+    """Whether the CPUID and MSR devices could be read; a note, never a blocker."""
+    missing = [u for u in (f.cpu.unreadable, f.msr.unreadable) if u is not None]
+    if not missing:
+        return passed(f"/dev/cpu/0/cpuid and /dev/cpu/0/msr read{_snapshot_note(f)}")
+    reasons = {u.reason for u in missing}
+    detail = "; ".join(u.detail for u in missing) + ": checks below use other evidence"
+    drivers = {Reason.CPUID_DEVICE_MISSING, Reason.MSR_DEVICE_MISSING}
+    if reasons <= drivers:
+        return warned(Reason.CPU_DRIVERS_NOT_LOADED, detail)
+    return warned(next(u.reason for u in missing if u.reason not in drivers), detail)
+
+
+def _snapshot_note(f: HostFacts) -> str:
+    return " (from the snapshot)" if f.snapshot else ""
+
+
+def _leaf_bit(attr: str, bit: int, reason: Reason, evidence=()):
+    """A CPUID 0x8000001F EAX bit; other evidence vouches for it when CPUID is unreadable."""
 
     def evaluate(f: HostFacts) -> Outcome:
         leaf = f.cpu.mem_encrypt
         where = f"CPUID 0x8000001F EAX[{bit}]"
         if leaf is None:
-            if kernel_flag and f.kernel.has_flag(kernel_flag):
-                return passed(f"implied by the kernel flag '{kernel_flag}' ({where} not read)")
+            found = _first(f, evidence)
+            if found:
+                return inferred(found, f"{where} not read")
             if f.cpu.unreadable is not None:
                 return from_unreadable(f.cpu.unreadable)
             return failed(
@@ -159,22 +249,22 @@ def _leaf_bit(attr: str, bit: int, reason: Reason, kernel_flag: Optional[str] = 
 
 
 def check_vmpl(f: HostFacts) -> Outcome:
-    outcome = _leaf_bit("vmpl", 5, Reason.CPU_NO_VMPL)(f)
+    outcome = _leaf_bit("vmpl", 5, Reason.CPU_NO_VMPL, (snp_firmware_initialised,))(f)
     if outcome.status is Status.PASS and f.cpu.mem_encrypt is not None:
         return passed(f"{f.cpu.mem_encrypt.vmpl_count} VMPLs (CPUID 0x8000001F EBX[15:12])")
     return outcome
 
 
-def _syscfg_bit(attr: str, bit: int, reason: Reason, kernel_flags: Tuple[str, ...]):
-    """A SYSCFG bit. The kernel clears these flags when the bit is off, so a flag implies it."""
+def _syscfg_bit(attr: str, bit: int, reason: Reason, evidence):
+    """A SYSCFG bit; kernel and firmware facts that need it vouch when the MSR is unreadable."""
 
     def evaluate(f: HostFacts) -> Outcome:
         value = getattr(f.msr, attr)
         where = f"SYSCFG[{bit}]"
         if value is None:
-            flag = next((k for k in kernel_flags if f.kernel.has_flag(k)), None)
-            if flag:
-                return passed(f"implied by the kernel flag '{flag}' ({where} not read)")
+            found = _first(f, evidence)
+            if found:
+                return inferred(found, f"{where} not read")
             return from_unreadable(f.msr.unreadable)
         if value:
             return passed(f"{where} = 1 (SYSCFG {f.msr.syscfg:#x})")
@@ -186,8 +276,9 @@ def _syscfg_bit(attr: str, bit: int, reason: Reason, kernel_flags: Tuple[str, ..
 def check_rmp_reserved(f: HostFacts) -> Outcome:
     reserved = f.msr.rmp_reserved
     if reserved is None:
-        if f.kernel.has_flag("sev_snp"):
-            return passed("implied by the kernel flag 'sev_snp' (RMP MSRs not read)")
+        found = _first(f, (SNP_FLAG, snp_firmware_initialised))
+        if found:
+            return inferred(found, "RMP_BASE/RMP_END not read")
         return from_unreadable(f.msr.unreadable or f.msr.rmp_unreadable)
     span = f"RMP_BASE {f.msr.rmp_base:#x}, RMP_END {f.msr.rmp_end:#x}"
     return passed(span) if reserved else failed(Reason.RMP_NOT_RESERVED, span)
@@ -220,13 +311,33 @@ def _state_name(state: int) -> str:
         return f"state {state}"
 
 
+def sev_init_deferred(f: HostFacts) -> Optional[str]:
+    """Why an UNINIT SEV firmware is expected, or None when UNINIT means it failed.
+
+    With ccp.psp_init_on_probe=N the ccp driver leaves the firmware UNINIT and KVM
+    initialises it when the first SEV guest starts (drivers/crypto/ccp/sev-dev.c: "Else the
+    PSP will be initialized on the first command requiring it"); AMD's firmware hot-load
+    set-up uses it, since SEV firmware can only be replaced while UNINIT.
+    """
+    if f.psp.init_on_probe is False:
+        return "ccp.psp_init_on_probe=N: KVM initialises the firmware when the first guest starts"
+    return None
+
+
 def check_sev_initialised(f: HostFacts) -> Outcome:
     status = f.psp.sev
     if status is None:
         return from_unreadable(f.psp.sev_unreadable)
     name = _state_name(status.state)
     if status.state == FirmwareState.UNINIT:
-        return failed(Reason.SEV_FIRMWARE_UNINIT, f"platform state {name}")
+        deferred = sev_init_deferred(f)
+        if deferred:
+            return passed(f"platform state {name}; {deferred}")
+        return failed(
+            Reason.SEV_FIRMWARE_UNINIT,
+            f"platform state {name} with ccp.psp_init_on_probe="
+            + {True: "Y", None: "Y (default)"}[f.psp.init_on_probe],
+        )
     return passed(f"platform state {name}")
 
 
@@ -234,25 +345,54 @@ def check_sev_es_initialised(f: HostFacts) -> Outcome:
     status = f.psp.sev
     if status is None:
         return from_unreadable(f.psp.sev_unreadable)
+    if status.state == FirmwareState.UNINIT:
+        # CONFIG_ES is set by INIT (the kernel asks for SEV-ES whenever the CPU has it); an
+        # UNINIT firmware says nothing about it. psp.sev_init decides whether that is fine.
+        return skipped("firmware not initialised yet: CONFIG_ES is set when it is")
     if status.config_es:
         return passed(f"CONFIG_ES set (flags {status.flags:#x})")
     return failed(Reason.SEV_ES_NOT_CONFIGURED, f"CONFIG_ES clear (flags {status.flags:#x})")
 
 
+# Linux drivers/crypto/ccp/sev-dev.c refuses SNP with firmware older than 1.51
+# (SNP_MIN_API_MAJOR/MINOR, "SEV-SNP support requires firmware version >= 1:51").
+SNP_MIN_API = (1, 51)
+
+
+def _api_too_old(major: int, minor: int) -> bool:
+    return (major, minor) < SNP_MIN_API
+
+
+def firmware_api(f: HostFacts) -> Optional[Tuple[int, int, str]]:
+    """(major, minor, "API x.y build n") of the SEV firmware: one firmware serves SEV and
+    SNP, and the kernel compares SEV_PLATFORM_STATUS's version with 1.51 for SNP
+    (sev-dev.c sev_version_greater_or_equal)."""
+    sev, snp = f.psp.sev, f.psp.snp
+    if sev is not None:
+        return sev.api_major, sev.api_minor, f"API {sev.api_version} build {sev.build}"
+    if snp is not None:
+        return snp.api_major, snp.api_minor, f"API {snp.api_version} build {snp.build_id}"
+    return None
+
+
 def check_snp_initialised(f: HostFacts) -> Outcome:
     status = f.psp.snp
+    initialised = status is not None and status.state != FirmwareState.UNINIT
+    api = firmware_api(f)
+    if not initialised and api is not None and _api_too_old(api[0], api[1]):
+        return failed(
+            Reason.SNP_API_TOO_OLD,
+            f"SNP not initialised: SEV firmware {api[2]} is below 1.51, the minimum Linux "
+            "accepts for SEV-SNP",
+        )
     if status is None:
         return from_unreadable(f.psp.snp_unreadable)
     name = _state_name(status.state)
-    if status.state == FirmwareState.UNINIT:
+    if not initialised:
         return failed(Reason.SNP_NOT_INITIALISED, f"SNP platform state {name}")
     return passed(
         f"SNP platform state {name}, build {status.build_id}, {status.guest_count} guests"
     )
-
-
-# Linux drivers/crypto/ccp/sev-dev.c refuses SNP firmware older than 1.51.
-SNP_MIN_API = (1, 51)
 
 
 def check_snp_api(f: HostFacts) -> Outcome:
@@ -260,7 +400,7 @@ def check_snp_api(f: HostFacts) -> Outcome:
     if status is None:
         return from_unreadable(f.psp.snp_unreadable)
     version = f"SNP API {status.api_version}"
-    if (status.api_major, status.api_minor) < SNP_MIN_API:
+    if _api_too_old(status.api_major, status.api_minor):
         return failed(Reason.SNP_API_TOO_OLD, f"{version} < 1.51")
     return passed(f"{version} >= 1.51")
 
@@ -269,10 +409,9 @@ def check_rmp_initialised(f: HostFacts) -> Outcome:
     status = f.psp.snp
     if status is None:
         return from_unreadable(f.psp.snp_unreadable)
-    alias = "alias check complete" if status.alias_check_complete else "no alias-check flag"
     if status.rmp_initialized:
-        return passed(f"RMP initialised ({alias})")
-    return failed(Reason.RMP_NOT_INITIALISED, f"RMP not initialised ({alias})")
+        return passed("RMP initialised (byte 3 bit 0)")
+    return failed(Reason.RMP_NOT_INITIALISED, "RMP not initialised (byte 3 bit 0 clear)")
 
 
 def check_tcb(f: HostFacts) -> Outcome:
@@ -280,12 +419,80 @@ def check_tcb(f: HostFacts) -> Outcome:
     if status is None:
         return from_unreadable(f.psp.snp_unreadable)
     cur, rep = status.current_tcb, status.reported_tcb
-    detail = f"current bl={cur.bootloader} tee={cur.tee} snp={cur.snp} ucode={cur.microcode}" + (
-        f" fmc={cur.fmc}" if cur.fmc is not None else ""
-    )
     if cur.raw == rep.raw:
-        return passed(f"{detail}; reported TCB is the same")
-    return failed(Reason.TCB_NOT_COMMITTED, f"{detail}; reported TCB {rep.raw:#018x} differs")
+        return passed(f"reported TCB {rep.describe()} is the current one")
+    return warned(
+        Reason.TCB_NOT_COMMITTED,
+        f"reported TCB {rep.describe()} differs from the current {cur.describe()}",
+    )
+
+
+# Firmware that reports the alias-check flag (SNP_PLATFORM_STATUS byte 3 bit 1): Milan
+# 1.55.22 and Genoa 1.55.38 and later (AMD-SB-3015). Older firmware leaves the bit clear.
+ALIAS_CHECK_FIRMWARE = {
+    Generation.MILAN: (1, 55, 22),
+    Generation.GENOA: (1, 55, 38),
+    Generation.BERGAMO_SIENA: (1, 55, 38),
+}
+
+
+def check_alias(f: HostFacts) -> Outcome:
+    status = f.psp.snp
+    if status is None:
+        return from_unreadable(f.psp.snp_unreadable)
+    if status.alias_check_complete:
+        return passed("alias check complete since the last update (byte 3 bit 1)")
+    version = (status.api_major, status.api_minor, status.build_id)
+    shown = f"{status.api_version}.{status.build_id}"
+    floor = ALIAS_CHECK_FIRMWARE.get(f.generation)
+    if floor is not None and version < floor:
+        return warned(
+            Reason.ALIAS_CHECK_UNSUPPORTED,
+            f"firmware {shown} predates the alias check (needs "
+            f"{'.'.join(map(str, floor))} or later)",
+        )
+    return warned(Reason.ALIAS_CHECK_PENDING, f"alias check not complete (firmware {shown})")
+
+
+# AMD-SB-3023 (CVE-2025-48514): firmware with the mitigation refuses SEV-ES guests while
+# SNP is initialised. The kernel tells such firmware by the SNP SVN of the *current* TCB
+# (drivers/crypto/ccp/sev-dev.c sev_firmware_allows_es: Zen 3/4 below 0x1B, Zen 5 below
+# 0x4 still allow SEV-ES; the bulletin's mitigation bit is documented wrongly). QEMU then
+# fails with "LAUNCH_START ret=1 fw_error=21 'Feature not supported'" (AMDESE/AMDSEV#282).
+SEV_ES_REFUSED_FROM_SNP_SVN = {4: 0x1B, 5: 0x04}
+
+
+def check_sev_es_with_snp(f: HostFacts) -> Outcome:
+    snp = f.psp.snp
+    if snp is None or snp.state == FirmwareState.UNINIT:
+        unreadable = f.psp.snp_unreadable
+        if snp is None and unreadable is not None and unreadable.reason.unknown:
+            if f.kernel.has_flag("sev_snp") is False:
+                return passed("SEV-SNP is not enabled on this host")
+            return from_unreadable(unreadable)
+        return passed("SEV-SNP is not initialised, so SEV-ES is not restricted")
+    floor = SEV_ES_REFUSED_FROM_SNP_SVN.get(zen_of(f.family, f.model) or 0)
+    svn = snp.current_tcb.snp
+    if floor is None or svn < floor:
+        return passed(f"SNP firmware SVN {svn} predates the AMD-SB-3023 restriction")
+    return failed(
+        Reason.SEV_ES_REFUSED_WITH_SNP,
+        f"SNP firmware SVN {svn} (>= {floor:#x}, firmware {snp.api_version} build "
+        f"{snp.build_id}) refuses SEV-ES guests while SEV-SNP is initialised",
+    )
+
+
+def check_snp_policy(f: HostFacts) -> Outcome:
+    rule = f.snp_policy_rule()
+    if rule is None:
+        version = f.kernel.version
+        if version is not None and version < (6, 10):
+            return skipped(f"Linux {version[0]}.{version[1]} predates SEV-SNP in KVM")
+        return from_unreadable(
+            f.kvm.snp_policy_bits_unreadable, "neither KVM_X86_SNP_POLICY_BITS nor a known rule"
+        )
+    required = f", requires {rule.required:#x}" if rule.required else ""
+    return passed(f"accepts policy bits {rule.accepted:#x}{required} ({rule.source})")
 
 
 def check_kvm_device(f: HostFacts) -> Outcome:
@@ -313,22 +520,58 @@ def _kvm_param(attr: str, off: Reason):
     return evaluate
 
 
-def _asids(es: bool):
+def check_sev_asids(f: HostFacts) -> Outcome:
+    known = f.asid_capacity(es=False)
+    if known is None:
+        return from_unreadable(f.asids.unreadable or f.cpu.unreadable, "no ASID information")
+    capacity, source = known
+    use = f", {f.asids.sev_current} in use" if f.asids.sev_current is not None else ""
+    detail = f"{capacity} SEV ASIDs ({source}){use}"
+    return passed(detail) if capacity > 0 else failed(Reason.NO_SEV_ASIDS, detail)
+
+
+def _es_range(guest: Guest):
+    """ASIDs for SEV-ES or SEV-SNP guests: ASIDs 1 .. min SEV ASID - 1, shared, or split
+    between them by ciphertext hiding."""
+
     def evaluate(f: HostFacts) -> Outcome:
-        a = f.asids
-        kind = "SEV-ES/SNP" if es else "SEV"
-        current = a.sev_es_current if es else a.sev_current
-        known = f.asid_capacity(es)
+        known = f.guest_asids(guest.value)
+        kind = guest.label
         if known is None:
-            return from_unreadable(a.unreadable or f.cpu.unreadable, "no ASID information")
-        capacity, source = known
-        use = f", {current} in use" if current is not None else ""
-        detail = f"{capacity} {kind} ASIDs ({source}){use}"
-        if capacity > 0:
+            # KVM enables SEV-ES (and SNP) only when ES ASIDs exist ("if (min_sev_asid == 1)
+            # goto out" in sev_hardware_setup).
+            found = kvm_enabled("sev_es")(f)
+            if found:
+                return inferred(found, f"{kind} ASID count not read")
+            return from_unreadable(f.asids.unreadable or f.cpu.unreadable, "no ASID information")
+        detail = f"{known.count} {kind} ASIDs ({known.source})"
+        if known.count <= 0:
+            if f.kvm.ciphertext_hiding_asids:
+                return failed(Reason.ES_ASIDS_TAKEN_BY_CIPHERTEXT_HIDING, detail)
+            return failed(Reason.NO_ES_ASIDS, detail)
+        used = _asids_in_use(f, guest, known.shared_es_snp)
+        if used is None:
             return passed(detail)
-        return failed(Reason.NO_ES_ASIDS if es else Reason.NO_SEV_ASIDS, detail)
+        detail += f", {used} in use" + (
+            " (SEV-ES and SEV-SNP together)" if known.shared_es_snp else ""
+        )
+        if used >= known.count:
+            return warned(Reason.ES_ASIDS_IN_USE, detail)
+        return passed(detail)
 
     return evaluate
+
+
+def _asids_in_use(f: HostFacts, guest: Guest, shared: bool) -> Optional[int]:
+    """ASIDs in use by this guest type: misc.current `sev_es` counts SEV-ES and SNP guests
+    together; with ciphertext hiding the running QEMU processes tell them apart."""
+    joint = f.asids.sev_es_current
+    if shared or joint is None:
+        return joint
+    if f.guests.unreadable is not None:
+        return None
+    snp = len(f.guests.snp_pids)
+    return snp if guest is SNP else max(0, joint - snp)
 
 
 NO_LIBVIRT = "no libvirt on this host (KubeVirt runs libvirt in each VM's pod)"
@@ -362,9 +605,11 @@ def check_libvirt_snp(f: HostFacts) -> Outcome:
     if "sev-snp" in d.sectypes:
         return passed("launchSecurity sectype 'sev-snp' offered")
     if d.launch_security_supported is None:
+        # <launchSecurity> in domain capabilities lists sectypes since libvirt 10.5, the
+        # release that added sev-snp (formatdomaincaps.html).
         return failed(
-            Reason.LIBVIRT_NO_SNP,
-            "no <launchSecurity> in domain capabilities (libvirt older than 8.0)",
+            Reason.LIBVIRT_TOO_OLD_FOR_SNP,
+            "no <launchSecurity> in domain capabilities (libvirt older than 10.5)",
         )
     offered = ", ".join(d.sectypes) or "none"
     return failed(Reason.LIBVIRT_NO_SNP, f"launchSecurity sectypes offered: {offered}")
@@ -385,9 +630,16 @@ def check_cbit(f: HostFacts) -> Outcome:
     known = f.cbit()
     if known is None:
         return from_unreadable(f.cpu.unreadable, "CPUID 0x8000001F not available")
-    cbitpos, reduced, source = known
-    detail = f"C-bit {cbitpos}, reduced phys bits {reduced}"
-    return passed(detail + (" (from libvirt)" if source == "libvirt" else ""))
+    leaf = f.cpu.mem_encrypt
+    raw = (
+        f"; CPUID EBX[11:6] says {leaf.reduced_phys_bits}, which QEMU and libvirt do not use"
+        if leaf is not None and leaf.reduced_phys_bits != known.reducedPhysBits
+        else ""
+    )
+    return passed(
+        f"C-bit {known.cbitpos} ({known.cbitpos_source}), reducedPhysBits "
+        f"{known.reducedPhysBits} ({known.reduced_source}){raw}"
+    )
 
 
 def check_running_guests(f: HostFacts) -> Outcome:
@@ -402,73 +654,163 @@ def check_running_guests(f: HostFacts) -> Outcome:
 
 # -- the tree --------------------------------------------------------------------------
 
-SEV, ES, SNP = Guest.SEV, Guest.SEV_ES, Guest.SEV_SNP
-
-# (name, title, lowest guest type gated, evaluation, parent). Order is report order; a
-# parent comes before its children. Names are the anchors in docs/troubleshooting.md.
+# (name, title, gates, evaluation, parent). Order is report order; a parent comes before its
+# children. Names are the anchors in docs/troubleshooting.md.
 # fmt: off
 CHECKS = (
-    ("cpu.vendor", "AMD CPU", SEV, check_vendor, None),
-    ("cpu.generation", "EPYC generation", None, check_generation, "cpu.vendor"),
-    ("cpu.sme", "Memory encryption in the CPU (SME)", SEV,
-     _leaf_bit("sme", 0, Reason.CPU_NO_SME, "sme"), "cpu.vendor"),
-    ("bios.mem_encrypt", "Memory encryption enabled (SYSCFG MEM_ENCRYPT)", SEV,
-     _syscfg_bit("mem_encrypt", 23, Reason.BIOS_MEM_ENCRYPT_OFF, ("sme", "sev")), "cpu.sme"),
-    ("cpu.sev", "SEV in the CPU", SEV, _leaf_bit("sev", 1, Reason.CPU_NO_SEV, "sev"), "cpu.sme"),
-    ("kernel.sev", "SEV enabled by the host kernel", SEV,
+    ("cpu.vendor", "AMD CPU", ALL, check_vendor, None),
+    ("cpu.generation", "EPYC generation", INFO, check_generation, "cpu.vendor"),
+    ("cpu.drivers", "CPU register drivers (cpuid, msr)", INFO, check_drivers, "cpu.vendor"),
+    ("cpu.sme", "Memory encryption in the CPU (SME)", ALL,
+     _leaf_bit("sme", 0, Reason.CPU_NO_SME, SME_EVIDENCE), "cpu.vendor"),
+    ("bios.mem_encrypt", "Memory encryption enabled (SYSCFG MEM_ENCRYPT)", ALL,
+     _syscfg_bit("mem_encrypt", 23, Reason.BIOS_MEM_ENCRYPT_OFF, SME_EVIDENCE), "cpu.sme"),
+    ("cpu.sev", "SEV in the CPU", ALL,
+     _leaf_bit("sev", 1, Reason.CPU_NO_SEV, (kernel_flag("sev"), kvm_enabled("sev"))),
+     "cpu.sme"),
+    ("kernel.sev", "SEV enabled by the host kernel", ALL,
      _kernel_flag("sev", Reason.KERNEL_NO_SEV), "cpu.sev"),
-    ("psp.sev_status", "SEV firmware answers (/dev/sev)", SEV, check_sev_firmware, "cpu.sev"),
-    ("psp.sev_init", "SEV firmware initialised", SEV, check_sev_initialised, "psp.sev_status"),
-    ("kvm.device", "KVM (/dev/kvm)", SEV, check_kvm_device, "cpu.sev"),
-    ("kvm.sev", "kvm_amd sev parameter", SEV, _kvm_param("sev", Reason.KVM_SEV_OFF), "cpu.sev"),
-    ("asid.sev", "SEV ASIDs", SEV, _asids(es=False), "cpu.sev"),
-    ("libvirt.sev", "libvirt reports SEV", SEV, check_libvirt_sev, "cpu.sev"),
-    ("cpu.sev_es", "SEV-ES in the CPU", ES,
-     _leaf_bit("sev_es", 3, Reason.CPU_NO_SEV_ES, "sev_es"), "cpu.sev"),
-    ("kernel.sev_es", "SEV-ES enabled by the host kernel", ES,
+    ("psp.sev_status", "SEV firmware answers (/dev/sev)", ALL, check_sev_firmware, "cpu.sev"),
+    ("psp.sev_init", "SEV firmware initialised", ALL, check_sev_initialised, "psp.sev_status"),
+    ("kvm.device", "KVM (/dev/kvm)", ALL, check_kvm_device, "cpu.sev"),
+    ("kvm.sev", "kvm_amd sev parameter", ALL, _kvm_param("sev", Reason.KVM_SEV_OFF), "cpu.sev"),
+    ("asid.sev", "ASIDs for SEV guests", ONLY_SEV, check_sev_asids, "cpu.sev"),
+    ("libvirt.sev", "libvirt reports SEV", ALL, check_libvirt_sev, "cpu.sev"),
+    ("cpu.sev_es", "SEV-ES in the CPU", ES_AND_SNP,
+     _leaf_bit("sev_es", 3, Reason.CPU_NO_SEV_ES, (kernel_flag("sev_es"), kvm_enabled("sev_es"))),
+     "cpu.sev"),
+    ("kernel.sev_es", "SEV-ES enabled by the host kernel", ES_AND_SNP,
      _kernel_flag("sev_es", Reason.KERNEL_NO_SEV_ES), "cpu.sev_es"),
-    ("psp.sev_es_init", "SEV-ES initialised in firmware (CONFIG_ES)", ES,
+    ("psp.sev_es_init", "SEV-ES initialised in firmware (CONFIG_ES)", ES_AND_SNP,
      check_sev_es_initialised, "cpu.sev_es"),
-    ("kvm.sev_es", "kvm_amd sev_es parameter", ES,
+    ("kvm.sev_es", "kvm_amd sev_es parameter", ES_AND_SNP,
      _kvm_param("sev_es", Reason.KVM_SEV_ES_OFF), "cpu.sev_es"),
-    ("asid.sev_es", "SEV-ES/SNP ASIDs", ES, _asids(es=True), "cpu.sev_es"),
-    ("cpu.snp", "SEV-SNP in the CPU", SNP,
-     _leaf_bit("snp", 4, Reason.CPU_NO_SNP, "sev_snp"), "cpu.sev_es"),
-    ("cpu.vmpl", "VMPLs in the CPU", SNP, check_vmpl, "cpu.snp"),
-    ("bios.snp_en", "SNP enabled (SYSCFG SNP_EN)", SNP,
-     _syscfg_bit("snp_en", 24, Reason.BIOS_SNP_OFF, ("sev_snp",)), "cpu.snp"),
-    ("bios.rmp", "RMP table reserved (RMP_BASE/RMP_END)", SNP, check_rmp_reserved, "cpu.snp"),
-    ("kernel.sev_snp", "SEV-SNP enabled by the host kernel", SNP,
+    ("asid.sev_es", "ASIDs for SEV-ES guests", ONLY_ES, _es_range(ES), "cpu.sev_es"),
+    ("psp.sev_es_with_snp", "SEV-ES allowed beside SEV-SNP (AMD-SB-3023)", ONLY_ES,
+     check_sev_es_with_snp, "cpu.sev_es"),
+    ("cpu.snp", "SEV-SNP in the CPU", ONLY_SNP,
+     _leaf_bit("snp", 4, Reason.CPU_NO_SNP,
+               (SNP_FLAG, kvm_enabled("sev_snp"), snp_firmware_initialised)), "cpu.sev_es"),
+    ("cpu.vmpl", "VMPLs in the CPU", ONLY_SNP, check_vmpl, "cpu.snp"),
+    ("bios.snp_en", "SNP enabled by the kernel (SYSCFG SNP_EN)", ONLY_SNP,
+     _syscfg_bit("snp_en", 24, Reason.BIOS_SNP_OFF, (snp_firmware_initialised,)),
+     "cpu.snp"),
+    ("bios.rmp", "RMP table reserved (RMP_BASE/RMP_END)", ONLY_SNP, check_rmp_reserved, "cpu.snp"),
+    ("kernel.sev_snp", "SEV-SNP enabled by the host kernel", ONLY_SNP,
      _kernel_flag("sev_snp", Reason.KERNEL_NO_SNP), "cpu.snp"),
-    ("psp.snp_init", "SNP firmware initialised", SNP, check_snp_initialised, "cpu.snp"),
-    ("psp.snp_api", "SNP firmware API >= 1.51", SNP, check_snp_api, "psp.snp_init"),
-    ("psp.rmp_init", "RMP initialised in firmware", SNP, check_rmp_initialised, "psp.snp_init"),
-    ("psp.tcb", "TCB committed (current == reported)", None, check_tcb, "psp.snp_init"),
-    ("kvm.sev_snp", "kvm_amd sev_snp parameter", SNP,
+    ("psp.snp_init", "SNP firmware initialised", ONLY_SNP, check_snp_initialised, "cpu.snp"),
+    ("psp.snp_api", "SNP firmware API >= 1.51", ONLY_SNP, check_snp_api, "psp.snp_init"),
+    ("psp.rmp_init", "RMP initialised in firmware", ONLY_SNP, check_rmp_initialised,
+     "psp.snp_init"),
+    ("psp.tcb", "Reported TCB is the current one", INFO, check_tcb, "psp.snp_init"),
+    ("psp.alias_check", "Memory alias check (AMD-SB-3015)", INFO, check_alias, "psp.snp_init"),
+    ("asid.snp", "ASIDs for SEV-SNP guests", ONLY_SNP, _es_range(SNP), "cpu.snp"),
+    ("kvm.sev_snp", "kvm_amd sev_snp parameter", ONLY_SNP,
      _kvm_param("sev_snp", Reason.KVM_SNP_OFF), "cpu.snp"),
-    ("libvirt.sev_snp", "libvirt offers launchSecurity sev-snp", SNP, check_libvirt_snp, "cpu.snp"),
-    ("firmware.snp", "SEV-SNP guest firmware (OVMF)", SNP, check_snp_firmware, "cpu.snp"),
-    ("cpu.cbit", "C-bit position", None, check_cbit, "cpu.sme"),
-    ("guests.running", "Running SEV/SNP guests", None, check_running_guests, "cpu.vendor"),
+    ("kvm.snp_policy", "SNP guest policies KVM accepts", INFO, check_snp_policy, "kvm.sev_snp"),
+    ("libvirt.sev_snp", "libvirt offers launchSecurity sev-snp", ONLY_SNP, check_libvirt_snp,
+     "cpu.snp"),
+    ("firmware.snp", "SEV-SNP guest firmware (OVMF)", ONLY_SNP, check_snp_firmware, "cpu.snp"),
+    ("cpu.cbit", "C-bit position", INFO, check_cbit, "cpu.sme"),
+    ("guests.running", "Running SEV/SNP guests", INFO, check_running_guests, "cpu.vendor"),
 )
 # fmt: on
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A failed check that explains another failure: for any reason, or only for `reasons`,
+    and (`if_root`) only while it is not itself explained by something else."""
+
+    check: str
+    reasons: Tuple[Reason, ...] = ()
+    if_root: bool = False
+
+
+# Failures that another failure explains: check -> (its reasons that can be such an echo,
+# the failures that explain them). Each edge is a dependency in the kernel or libvirt:
+# - the kernel clears sev/sev_es/sev_snp when SYSCFG or the RMP say no (amd.c
+#   early_detect_mem_encrypt, bsp_determine_snp);
+# - the kernel sets SYSCFG SNP_EN itself: at boot once the RMP and IOMMU are set up (up to
+#   Linux 7.0), or when the SNP firmware initialises (snp_prepare, 7.1+);
+# - SNP_INIT needs the RMP, and ccp skips it without host SNP (CC_ATTR_HOST_SEV_SNP);
+# - a failed SNP_INIT stops the legacy SEV INIT after it (sev-dev.c
+#   _sev_platform_init_locked returns early);
+# - from Linux 6.16 kvm_amd initialises the firmware when it loads and turns sev, sev_es and
+#   sev_snp off when that fails; KVM turns SEV-ES/SNP off without ES ASIDs
+#   (arch/x86/kvm/svm/sev.c sev_hardware_setup);
+# - libvirt offers SEV / sev-snp only when QEMU and KVM do (qemu_capabilities.c).
+# A reason not listed is a cause of its own (a kernel without kvm_amd.sev_snp, firmware
+# below API 1.51, a libvirt older than 10.5).
+ROOT_CAUSES = {
+    "kernel.sev": ((Reason.KERNEL_NO_SEV,), ("bios.mem_encrypt",)),
+    "kernel.sev_es": ((Reason.KERNEL_NO_SEV_ES,), ("kernel.sev",)),
+    "kernel.sev_snp": ((Reason.KERNEL_NO_SNP,), ("bios.rmp", "kernel.sev_es")),
+    "bios.snp_en": ((Reason.BIOS_SNP_OFF,), ("bios.rmp", "kernel.sev_snp", "psp.snp_init")),
+    "psp.sev_init": (
+        (Reason.SEV_FIRMWARE_UNINIT,),
+        (
+            "kernel.sev",
+            Cause("kvm.sev", (Reason.KVM_AMD_NOT_LOADED,)),
+            "kvm.device",
+            Cause("psp.snp_init", (Reason.SNP_NOT_INITIALISED, Reason.SNP_API_TOO_OLD), True),
+        ),
+    ),
+    "psp.sev_es_init": (
+        (Reason.SEV_ES_NOT_CONFIGURED, Reason.PSP_DEVICE_MISSING, Reason.PSP_COMMAND_FAILED),
+        ("psp.sev_init", "psp.sev_status"),
+    ),
+    "psp.snp_init": (
+        (Reason.SNP_NOT_INITIALISED, Reason.PSP_DEVICE_MISSING, Reason.PSP_COMMAND_FAILED),
+        ("kernel.sev_snp", "bios.rmp", "psp.sev_status"),
+    ),
+    "kvm.sev": ((Reason.KVM_SEV_OFF,), ("kernel.sev", "psp.sev_init")),
+    "kvm.sev_es": ((Reason.KVM_SEV_ES_OFF,), ("kvm.sev", "kernel.sev_es", "asid.sev_es")),
+    "kvm.sev_snp": (
+        (Reason.KVM_SNP_OFF,),
+        ("kvm.sev_es", "kernel.sev_snp", "psp.snp_init", "asid.snp"),
+    ),
+    "libvirt.sev": ((Reason.LIBVIRT_NO_SEV,), ("kvm.sev", "kernel.sev", "psp.sev_status")),
+    "libvirt.sev_snp": ((Reason.LIBVIRT_NO_SNP,), ("libvirt.sev", "kvm.sev_snp", "kernel.sev_snp")),
+}
+
+
+def _causes(name: str) -> Tuple[Cause, ...]:
+    _reasons, causes = ROOT_CAUSES.get(name, ((), ()))
+    return tuple(Cause(c) if isinstance(c, str) else c for c in causes)
+
+
+# Informational checks whose WARN concerns a guest type (shown with its verdict).
+CONCERNS: Dict[str, Tuple[Guest, ...]] = {"psp.tcb": ONLY_SNP, "psp.alias_check": ONLY_SNP}
 
 
 def build_tree(specs) -> Tuple[Check, ...]:
     """Nest the flat table into `Check` objects (children in table order)."""
     children: dict = {}
-    for name, _title, _gate, _evaluate, parent in specs:
+    for name, _title, _gates, _evaluate, parent in specs:
         if parent is not None and parent not in children:
             raise ProgrammingError(f"check {name}: parent {parent} is not declared before it")
         if name in children:
             raise ProgrammingError(f"check {name} is declared twice")
         children[name] = []
         children.setdefault(parent, [])
+    for name in ROOT_CAUSES:
+        unknown = [c for c in (name, *(c.check for c in _causes(name))) if c not in children]
+        if unknown:
+            raise ProgrammingError(f"ROOT_CAUSES names undeclared check {unknown[0]}")
 
     def make(spec) -> Check:
-        name, title, gate, evaluate_, _parent = spec
+        name, title, gates, evaluate_, _parent = spec
         kids = tuple(make(s) for s in specs if s[4] == name)
-        return Check(name, title, gate, evaluate_, kids)
+        return Check(
+            name,
+            title,
+            gates,
+            evaluate_,
+            kids,
+            caused_by=tuple(c.check for c in _causes(name)),
+            concerns=CONCERNS.get(name, gates),
+        )
 
     return tuple(make(s) for s in specs if s[4] is None)
 
@@ -492,9 +834,22 @@ class Result:
     outcome: Outcome
 
     @property
+    def text(self) -> str:
+        """The detail as a person reads it: with the evidence or the root cause it names."""
+        outcome = self.outcome
+        if outcome.inferred_from is not None:
+            return f"inferred from {outcome.inferred_from}; {outcome.detail}"
+        if outcome.root_cause is not None:
+            return f"{outcome.detail}: follows from {outcome.root_cause}"
+        return outcome.detail
+
+    @property
     def fix(self) -> Optional[str]:
-        if self.outcome.status in (Status.FAIL, Status.UNKNOWN) and self.outcome.reason:
-            return self.outcome.reason.fix
+        outcome = self.outcome
+        if outcome.root_cause is not None:
+            return f"Follows from {outcome.root_cause}: fix that first."
+        if outcome.status in (Status.FAIL, Status.WARN, Status.UNKNOWN) and outcome.reason:
+            return outcome.reason.fix
         return None
 
 
@@ -508,7 +863,8 @@ class Readiness(enum.Enum):
 class Verdict:
     guest: Guest
     ready: Readiness
-    blocking: Tuple[str, ...]  # failed checks when NO, unknown checks when UNKNOWN
+    blocking: Tuple[str, ...]  # root-cause failures when NO, unknown checks when UNKNOWN
+    warnings: Tuple[str, ...] = ()  # WARN checks that concern this guest type
 
 
 @dataclass(frozen=True)
@@ -547,23 +903,68 @@ def _evaluate_tree(
         )
 
 
+def _attribute_root_causes(results: Tuple[Result, ...]) -> Tuple[Result, ...]:
+    """Mark failures that another failure explains with their root cause (ROOT_CAUSES)."""
+    by_name = {r.check.name: r for r in results}
+
+    def explained_by(name: str, seen: frozenset) -> Optional[str]:
+        """The root cause of the failure of `name`, None when it is a cause of its own."""
+        outcome = by_name[name].outcome
+        if outcome.status is not Status.FAIL or outcome.reason not in ROOT_CAUSES[name][0]:
+            return None
+        for cause in _causes(name):
+            failure = by_name[cause.check].outcome
+            if cause.check in seen or failure.status is not Status.FAIL:
+                continue
+            if cause.reasons and failure.reason not in cause.reasons:
+                continue
+            deeper = (
+                explained_by(cause.check, seen | {cause.check})
+                if cause.check in ROOT_CAUSES
+                else None
+            )
+            if deeper is not None and cause.if_root:
+                continue
+            return deeper or cause.check
+        return None
+
+    out = []
+    for r in results:
+        name = r.check.name
+        cause = explained_by(name, frozenset({name})) if name in ROOT_CAUSES else None
+        if cause is not None:
+            r = replace(r, outcome=replace(r.outcome, root_cause=cause))
+        out.append(r)
+    return tuple(out)
+
+
 def verdicts(results: Tuple[Result, ...]) -> Tuple[Verdict, ...]:
     out = []
     for guest in Guest:
-        gating = [r for r in results if guest in GATED[r.check.guest]]
-        failed_ = tuple(r.check.name for r in gating if r.outcome.status is Status.FAIL)
+        gating = [r for r in results if guest in r.check.gates]
+        failures = [r for r in gating if r.outcome.status is Status.FAIL]
+        # Root causes only; should echoes ever explain each other, every failure counts.
+        roots = [r for r in failures if r.outcome.root_cause is None] or failures
+        failed_ = tuple(r.check.name for r in roots)
         unknown = tuple(r.check.name for r in gating if r.outcome.status is Status.UNKNOWN)
+        warnings = tuple(
+            r.check.name
+            for r in results
+            if r.outcome.status is Status.WARN and guest in r.check.concerns
+        )
         if failed_:
-            out.append(Verdict(guest, Readiness.NO, failed_))
+            out.append(Verdict(guest, Readiness.NO, failed_, warnings))
         elif unknown:
-            out.append(Verdict(guest, Readiness.UNKNOWN, unknown))
+            out.append(Verdict(guest, Readiness.UNKNOWN, unknown, warnings))
         else:
-            out.append(Verdict(guest, Readiness.YES, ()))
+            out.append(Verdict(guest, Readiness.YES, (), warnings))
     return tuple(out)
 
 
 def evaluate(facts: HostFacts, *, require_libvirt: bool = False) -> Report:
     """The report for `facts`. `require_libvirt`: a node without host libvirt is not ready
     (for libvirt-only fleets), instead of skipping the libvirt checks (KubeVirt nodes)."""
-    results = tuple(_evaluate_tree(facts, TREE, 0, None, None, require_libvirt))
+    results = _attribute_root_causes(
+        tuple(_evaluate_tree(facts, TREE, 0, None, None, require_libvirt))
+    )
     return Report(facts, results, verdicts(results))

@@ -166,7 +166,7 @@ host_options = stacked(
 @click.option(
     "--json", "as_json", is_flag=True, help="Machine-readable report (docs/check-json.md)."
 )
-@click.option("--failures", is_flag=True, help="Show only failed and unknown checks.")
+@click.option("--failures", is_flag=True, help="Show only failed, warning and unknown checks.")
 def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
     """Readiness report: every check PASS/FAIL/SKIP/UNKNOWN with detail and fix.
 

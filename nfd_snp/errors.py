@@ -36,3 +36,30 @@ class CaptureError(NfdSnpError):
 
 class ProgrammingError(Exception):
     """A bug in nfd-snp itself (a broken invariant), never caused by input."""
+
+
+# -- how the byte sources of a host report what they could not read ---------------------------
+# Raised by nfd_snp.host (live devices and snapshots alike) and turned into typed
+# `Unreadable` data by the sources; never shown to a user as such.
+
+
+class NotCaptured(Exception):
+    """A snapshot does not hold this source at all."""
+
+
+class PspError(OSError):
+    """SEV_ISSUE_CMD (or opening /dev/sev) failed: errno plus the firmware's status code."""
+
+    def __init__(self, err: int, fw_error=None, message: str = "") -> None:
+        import os
+
+        super().__init__(err, message or os.strerror(err))
+        self.fw_error = fw_error
+
+
+class LibvirtError(Exception):
+    """libvirt's domain capabilities could not be obtained; `reason` (a Reason) says why."""
+
+    def __init__(self, reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -23,7 +23,8 @@ DEFAULT_VALID_FOR = 600.0
 
 def summary(report: Report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
     facts = report.facts
-    cbitpos, reduced, _source = facts.cbit() or (None, None, None)
+    cbit = facts.cbit()
+    cbitpos, reduced = (cbit.cbitpos, cbit.reducedPhysBits) if cbit else (None, None)
     snp = facts.psp.snp
     return {
         "schema": SCHEMA,

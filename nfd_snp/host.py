@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from nfd_snp import paths, uapi
-from nfd_snp.errors import SnapshotError
+from nfd_snp.errors import LibvirtError, NotCaptured, PspError, SnapshotError
 from nfd_snp.reasons import Reason
 
 # Largest plain file read unless a source asks for less; sysfs values are a few bytes.
@@ -32,26 +32,10 @@ PSP_CAPTURE_KEYS = {
     uapi.SEV_PLATFORM_STATUS: "sev_platform_status",
     uapi.SNP_PLATFORM_STATUS: "snp_platform_status",
 }
-
-
-class NotCaptured(Exception):
-    """A snapshot does not hold this source at all."""
-
-
-class PspError(OSError):
-    """SEV_ISSUE_CMD (or opening /dev/sev) failed: errno plus the firmware's status code."""
-
-    def __init__(self, err: int, fw_error: Optional[int] = None, message: str = "") -> None:
-        super().__init__(err, message or os.strerror(err))
-        self.fw_error = fw_error
-
-
-class LibvirtError(Exception):
-    """libvirt's domain capabilities could not be obtained; `reason` says why."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+# KVM system attributes a snapshot records: (group, attribute) -> key.
+KVM_ATTR_CAPTURE_KEYS = {
+    (uapi.KVM_X86_GRP_SEV, uapi.KVM_X86_SNP_POLICY_BITS): "kvm_snp_policy_bits",
+}
 
 
 def hexkey(number: int) -> str:
@@ -68,6 +52,7 @@ class Recording:
     cpuid: Dict[str, list] = field(default_factory=dict)
     msr: Dict[str, int] = field(default_factory=dict)
     psp: Dict[str, object] = field(default_factory=dict)
+    kvm_attrs: Dict[str, object] = field(default_factory=dict)
     domcaps: object = NotCaptured  # str, None (no libvirt) or NotCaptured
     unreadable: Dict[str, dict] = field(default_factory=dict)
     present: Dict[str, bool] = field(default_factory=dict)  # path -> is a directory
@@ -151,6 +136,10 @@ class Host:
         raise NotImplementedError
 
     def psp_command(self, command: int) -> bytes:
+        raise NotImplementedError
+
+    def kvm_attribute(self, group: int, attr: int) -> int:
+        """A KVM system attribute (KVM_GET_DEVICE_ATTR on /dev/kvm) as an unsigned u64."""
         raise NotImplementedError
 
     def domain_capabilities(self) -> Optional[str]:
@@ -275,12 +264,30 @@ class LiveHost(Host):
             self.recording.psp[key] = data.hex()
         return data
 
+    def kvm_attribute(self, group: int, attr: int) -> int:
+        key = KVM_ATTR_CAPTURE_KEYS[(group, attr)]
+        value = ctypes.c_uint64(0)
+        request = uapi.KvmDeviceAttr(flags=0, group=group, attr=attr, addr=ctypes.addressof(value))
+        try:
+            fd = os.open(self.path(paths.KVM_DEVICE), os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.ioctl(fd, uapi.KVM_GET_DEVICE_ATTR, request)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if self.recording is not None:
+                self.recording.kvm_attrs[key] = {"errno": exc.errno or errno_mod.EIO}
+            raise
+        if self.recording is not None:
+            self.recording.kvm_attrs[key] = value.value
+        return value.value
+
     def domain_capabilities(self) -> Optional[str]:
         from nfd_snp import libvirtconn  # libvirt-python is imported only when needed
 
         try:
             xml = (
-                libvirtconn.domain_capabilities(self, self.libvirt_timeout)
+                libvirtconn.domain_capabilities(self.root, self.libvirt_timeout)
                 if self.libvirt
                 else None
             )
@@ -301,6 +308,14 @@ def _as_register(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
         raise SnapshotError(f"{where}: expected an unsigned integer, got {value!r:.40}")
     return value
+
+
+def _snapshot_errno(entry: dict, where: str) -> int:
+    """The errno a snapshot recorded for a failed read: Linux errnos are 1..4095."""
+    err = entry.get("errno")
+    if isinstance(err, bool) or not isinstance(err, int) or not 0 < err < 4096:
+        raise SnapshotError(f"{where}: errno must be an integer from 1 to 4095")
+    return err
 
 
 class SnapshotHost(Host):
@@ -386,6 +401,15 @@ class SnapshotHost(Host):
         if data is None or len(data) != size:
             raise SnapshotError(f'{key}: expected {size} bytes as hex or {{"errno": N}}')
         return data
+
+    def kvm_attribute(self, group: int, attr: int) -> int:
+        key = KVM_ATTR_CAPTURE_KEYS[(group, attr)]
+        if key not in self.capture:
+            raise NotCaptured(key)
+        value = self.capture[key]
+        if isinstance(value, dict):
+            raise OSError(_snapshot_errno(value, key), "recorded failure")
+        return _as_register(value, key)
 
     def domain_capabilities(self) -> Optional[str]:
         if "domcaps" not in self.capture:

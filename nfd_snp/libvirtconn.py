@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Optional
 
 from nfd_snp import paths
-from nfd_snp.host import Host, LibvirtError
+from nfd_snp.errors import LibvirtError
 from nfd_snp.reasons import Reason
 
 
@@ -22,20 +23,21 @@ from nfd_snp.reasons import Reason
 _waiting: Optional[threading.Thread] = None
 
 
-def _first_socket(host: Host, candidates) -> Optional[str]:
+def _first_socket(root: Path, candidates) -> Optional[str]:
     for rel in candidates:
-        if os.path.exists(host.path(rel)):  # a live-only lookup, never part of a capture
-            return str(host.path(rel))
+        if os.path.exists(root / rel):  # a live-only lookup, never part of a capture
+            return str(root / rel)
     return None
 
 
-def domain_capabilities(host: Host, timeout: float) -> Optional[str]:
-    """The domain capabilities XML, or None when the host runs no libvirt daemon."""
+def domain_capabilities(root: Path, timeout: float) -> Optional[str]:
+    """The domain capabilities XML of the libvirt daemon under host root `root`, or None
+    when that host runs no libvirt daemon."""
     sockets = [
         (sock, readonly)
         for sock, readonly in (
-            (_first_socket(host, paths.LIBVIRT_SOCKETS_RO), True),
-            (_first_socket(host, paths.LIBVIRT_SOCKETS_RW), False),
+            (_first_socket(root, paths.LIBVIRT_SOCKETS_RO), True),
+            (_first_socket(root, paths.LIBVIRT_SOCKETS_RW), False),
         )
         if sock
     ]

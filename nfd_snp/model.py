@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -105,26 +106,78 @@ class MemEncryptLeaf:
 
 
 class Generation(enum.Enum):
-    """EPYC generations that matter for SEV (family/model from CPUID Fn0000_0001)."""
+    """AMD server CPU generations that matter for SEV, by family/model (CPUID Fn0000_0001)."""
 
     NAPLES = "Naples"
     ROME = "Rome"
     MILAN = "Milan"
     GENOA = "Genoa"
+    BERGAMO_SIENA = "Bergamo/Siena"
     TURIN = "Turin"
+    VENICE = "Venice"
     UNKNOWN = "unknown"
 
 
-def generation_of(family: Optional[int], model: Optional[int]) -> Generation:
-    """Map an AMD family/model to its EPYC generation (Zen 1..5)."""
-    if family == 0x17:
-        return Generation.NAPLES if (model or 0) < 0x30 else Generation.ROME
+# (family, first model, last model, generation): virtee/sev's Generation::identify_cpu
+# (src/lib.rs) and snphost's processor.rs, plus the pre-SNP families of AMD's SEV firmware
+# images (linux-firmware amd_sev_fam17h_model0xh / 3xh). Family 0x19 also holds desktop and
+# EPYC 4004 parts (e.g. 0x61) and family 0x1A desktop and EPYC 4005 parts (0x44): none of
+# these. Threadripper shares some server model numbers (0x1A/0x08) and is told apart by name.
+GENERATION_MODELS = (
+    (0x17, 0x00, 0x0F, Generation.NAPLES),
+    (0x17, 0x30, 0x3F, Generation.ROME),
+    (0x19, 0x00, 0x0F, Generation.MILAN),
+    (0x19, 0x10, 0x1F, Generation.GENOA),
+    (0x19, 0xA0, 0xAF, Generation.BERGAMO_SIENA),  # one model number, told apart by socket
+    (0x1A, 0x00, 0x11, Generation.TURIN),
+    (0x1A, 0x50, 0x57, Generation.VENICE),
+    (0x1A, 0x90, 0xAF, Generation.VENICE),
+    (0x1A, 0xC0, 0xC7, Generation.VENICE),
+)
+
+# Zen 5 models of family 0x1A (arch/x86/kernel/cpu/amd.c bsp_init_amd); the rest of the
+# family is Zen 6. Family 0x19 is Zen 3 and Zen 4 throughout.
+ZEN5_MODELS = ((0x00, 0x2F), (0x40, 0x4F), (0x60, 0x7F), (0xD0, 0xD7))
+
+
+def zen_of(family: Optional[int], model: Optional[int]) -> Optional[int]:
+    """The Zen generation Linux assigns (3/4 as 4 for family 0x19), or None."""
     if family == 0x19:
-        # Milan: models 0x00-0x0F; Genoa, Bergamo and Siena: 0x10-0x1F, 0xA0-0xAF.
-        return Generation.MILAN if (model or 0) < 0x10 else Generation.GENOA
-    if family == 0x1A:
-        return Generation.TURIN
+        return 4
+    if family == 0x1A and model is not None:
+        return 5 if any(a <= model <= b for a, b in ZEN5_MODELS) else 6
+    return None
+
+
+def generation_of(
+    family: Optional[int], model: Optional[int], model_name: Optional[str] = None
+) -> Generation:
+    """The EPYC generation of an AMD family/model; UNKNOWN rather than a guessed name.
+
+    A brand string that is not an EPYC (a Threadripper with a server model number) is
+    UNKNOWN too; without a brand string the model ranges decide.
+    """
+    if family is None or model is None:
+        return Generation.UNKNOWN
+    if model_name and "EPYC" not in model_name.upper():
+        return Generation.UNKNOWN
+    for fam, first, last, generation in GENERATION_MODELS:
+        if family == fam and first <= model <= last:
+            return generation
     return Generation.UNKNOWN
+
+
+class TcbLayout(enum.Enum):
+    """How a TCB_VERSION u64 is laid out. The SEV-SNP firmware ABI defines it per CPU family
+    (family 19h: Milan, Genoa and their siblings; family 1Ah: Turin and later), not per model,
+    so an unnamed model of a known family still decodes right."""
+
+    FAMILY_19H = "milan-genoa"
+    FAMILY_1AH = "turin"
+
+    @classmethod
+    def for_family(cls, family: Optional[int]) -> "TcbLayout":
+        return cls.FAMILY_1AH if family is not None and family >= 0x1A else cls.FAMILY_19H
 
 
 @dataclass(frozen=True)
@@ -145,10 +198,6 @@ class CpuFacts:
     @property
     def is_amd(self) -> Optional[bool]:
         return None if self.vendor is None else self.vendor == "AuthenticAMD"
-
-    @property
-    def generation(self) -> Generation:
-        return generation_of(self.family, self.model) if self.is_amd else Generation.UNKNOWN
 
 
 # -- MSRs ---------------------------------------------------------------------------------
@@ -201,6 +250,15 @@ class KernelFacts:
     def has_flag(self, flag: str) -> Optional[bool]:
         return None if self.flags is None else flag in self.flags
 
+    @property
+    def version(self) -> Optional[Tuple[int, int]]:
+        """(major, minor) of the release ("6.12.0-55.el10" -> (6, 12)); None if unreadable.
+
+        Distributions backport, so behaviour keyed on it is a fallback, never the first source.
+        """
+        match = re.match(r"(\d{1,3})\.(\d{1,3})", self.release or "")
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
 
 @dataclass(frozen=True)
 class KvmParameter:
@@ -220,6 +278,11 @@ class KvmFacts:
     sev: KvmParameter
     sev_es: KvmParameter
     sev_snp: KvmParameter
+    # kvm_amd.ciphertext_hiding_asids (Linux 6.18+); None when the kernel has no such knob.
+    ciphertext_hiding_asids: Optional[int] = None
+    # KVM_X86_SNP_POLICY_BITS (Linux 6.19+): the guest policy bits KVM and firmware accept.
+    snp_policy_bits: Optional[int] = None
+    snp_policy_bits_unreadable: Optional[Unreadable] = None
 
 
 # -- PSP firmware -------------------------------------------------------------------------
@@ -260,10 +323,10 @@ class SevPlatformStatus:
 
 @dataclass(frozen=True)
 class TcbVersion:
-    """A TCB_VERSION u64 decoded for the CPU generation that produced it."""
+    """A TCB_VERSION u64 decoded with the layout of the CPU family that produced it."""
 
     raw: int
-    layout: str  # "milan-genoa" or "turin"
+    layout: TcbLayout
     fmc: Optional[int]
     bootloader: int
     tee: int
@@ -271,13 +334,17 @@ class TcbVersion:
     microcode: int
 
     @classmethod
-    def decode(cls, raw: int, generation: Generation) -> "TcbVersion":
+    def decode(cls, raw: int, layout: TcbLayout) -> "TcbVersion":
         b = raw.to_bytes(8, "little")
-        if generation is Generation.TURIN:
-            # Turin: 0 FMC, 1 bootloader, 2 TEE, 3 SNP, 4-6 reserved, 7 microcode.
-            return cls(raw, "turin", b[0], b[1], b[2], b[3], b[7])
-        # Milan/Genoa: 0 bootloader, 1 TEE, 2-5 reserved, 6 SNP, 7 microcode.
-        return cls(raw, "milan-genoa", None, b[0], b[1], b[6], b[7])
+        if layout is TcbLayout.FAMILY_1AH:
+            # Family 1Ah: 0 FMC, 1 bootloader, 2 TEE, 3 SNP, 4-6 reserved, 7 microcode.
+            return cls(raw, layout, b[0], b[1], b[2], b[3], b[7])
+        # Family 19h: 0 bootloader, 1 TEE, 2-5 reserved, 6 SNP, 7 microcode.
+        return cls(raw, layout, None, b[0], b[1], b[6], b[7])
+
+    def describe(self) -> str:
+        fmc = f"fmc={self.fmc} " if self.fmc is not None else ""
+        return f"{fmc}bl={self.bootloader} tee={self.tee} snp={self.snp} ucode={self.microcode}"
 
 
 @dataclass(frozen=True)
@@ -314,6 +381,9 @@ class PspFacts:
     sev_unreadable: Optional[Unreadable]
     snp: Optional[SnpPlatformStatus]
     snp_unreadable: Optional[Unreadable]
+    # ccp.psp_init_on_probe: False when KVM initialises the firmware at the first guest
+    # launch (AMD's firmware hot-load set-up); None when the parameter does not exist.
+    init_on_probe: Optional[bool] = None
 
 
 # -- misc cgroup ---------------------------------------------------------------------------
@@ -412,28 +482,155 @@ class HostFacts:
     firmware: FirmwareFacts
     guests: GuestFacts
 
+    @property
+    def family(self) -> Optional[int]:
+        """CPU family: CPUID leaf 1, else /proc/cpuinfo (when the cpuid driver is missing)."""
+        return self.cpu.family if self.cpu.family is not None else self.kernel.family
+
+    @property
+    def model(self) -> Optional[int]:
+        return self.cpu.model if self.cpu.model is not None else self.kernel.model
+
+    @property
+    def generation(self) -> Generation:
+        return generation_of(self.family, self.model, self.kernel.model_name)
+
     def asid_capacity(self, es: bool) -> Optional[Tuple[int, str]]:
         """(SEV or ES/SNP ASIDs, where the number comes from), or None when unknown.
 
-        The misc cgroup says what KVM registered; without it, the CPUID ASID range.
+        The misc cgroup says what KVM registered; without it, the CPUID ASID range, then
+        libvirt's maxGuests/maxESGuests (which libvirt computes from the same CPUID leaf).
         """
         total = self.asids.sev_es_capacity if es else self.asids.sev_capacity
         if total is not None:
             return total, f"{self.asids.path}/misc.capacity"
         leaf = self.cpu.mem_encrypt
-        if leaf is None:
-            return None
-        total = leaf.es_asids if es else leaf.sev_asids
-        return total, f"CPUID ASIDs {leaf.min_sev_asid}-{leaf.max_sev_asid}"
+        if leaf is not None:
+            total = leaf.es_asids if es else leaf.sev_asids
+            return total, f"CPUID ASIDs {leaf.min_sev_asid}-{leaf.max_sev_asid}"
+        total = self.domcaps.maxESGuests if es else self.domcaps.maxGuests
+        if total is not None:
+            return total, "libvirt " + ("maxESGuests" if es else "maxGuests")
+        return None
 
-    def cbit(self) -> Optional[Tuple[int, Optional[int], str]]:
-        """(cbitpos, reducedPhysBits, source): CPUID 0x8000001F, else libvirt's domcaps."""
+    def guest_asids(self, guest: str) -> Optional["GuestAsids"]:
+        """ASIDs that guests of type `guest` ("sev", "sev-es", "sev-snp") can use.
+
+        SEV-ES and SEV-SNP share ASIDs 1 .. min SEV ASID - 1. With ciphertext hiding (Linux
+        6.18, kvm_amd.ciphertext_hiding_asids, which KVM rewrites to the effective count or
+        0 when the firmware or BIOS lack it) SNP gets 1..N and SEV-ES the rest, N+1 ..
+        min - 1 (arch/x86/kvm/svm/sev.c sev_hardware_setup). The misc cgroup's `sev_es`
+        capacity and use still count both together.
+        """
+        if guest == "sev":
+            known = self.asid_capacity(es=False)
+            return GuestAsids(known[0], known[1], False) if known else None
+        known = self.asid_capacity(es=True)
+        if known is None:
+            return None
+        joint, source = known
+        hidden = min(self.kvm.ciphertext_hiding_asids or 0, joint)
+        if not hidden:
+            return GuestAsids(joint, source, True)
+        split = f"{source}, ciphertext hiding gives SEV-SNP {hidden} of {joint}"
+        return GuestAsids(hidden if guest == "sev-snp" else joint - hidden, split, False)
+
+    def snp_policy_rule(self) -> Optional[SnpPolicyRule]:
+        return snp_policy_rule(self.kvm, self.kernel)
+
+    def cbit(self) -> Optional["CBit"]:
+        """The C-bit and reducedPhysBits a guest's launchSecurity uses on this host.
+
+        cbitpos: CPUID 0x8000001F EBX[5:0], else libvirt's. reducedPhysBits: libvirt's,
+        else 1 - never the raw CPUID EBX[11:6] field, which says 5 or 6 on real hosts:
+        QEMU's query-sev-capabilities reports 1 ("we lose one bit in guest physical
+        addressing", target/i386/sev.c) and libvirt and KubeVirt pass that on.
+        """
         leaf = self.cpu.mem_encrypt
         if leaf is not None:
-            return leaf.cbitpos, leaf.reduced_phys_bits, "CPUID"
-        if self.domcaps.cbitpos is not None:
-            return self.domcaps.cbitpos, self.domcaps.reducedPhysBits, "libvirt"
+            cbitpos, cbit_source = leaf.cbitpos, "CPUID"
+        elif self.domcaps.cbitpos is not None:
+            cbitpos, cbit_source = self.domcaps.cbitpos, "libvirt"
+        else:
+            return None
+        if self.domcaps.reducedPhysBits is not None:
+            return CBit(cbitpos, cbit_source, self.domcaps.reducedPhysBits, "libvirt")
+        return CBit(cbitpos, cbit_source, QEMU_REDUCED_PHYS_BITS, "QEMU's value")
+
+
+# target/i386/sev.c: sev_get_capabilities() sets reduced-phys-bits = 1 for every host.
+QEMU_REDUCED_PHYS_BITS = 1
+
+
+@dataclass(frozen=True)
+class GuestAsids:
+    """How many ASIDs one guest type has, where the number comes from, and whether SEV-ES
+    and SEV-SNP guests share them (no ciphertext hiding)."""
+
+    count: int
+    source: str
+    shared_es_snp: bool
+
+
+@dataclass(frozen=True)
+class CBit:
+    """What a guest's <cbitpos> and <reducedPhysBits> are on this host, and from where."""
+
+    cbitpos: int
+    cbitpos_source: str
+    reducedPhysBits: int
+    reduced_source: str
+
+
+# -- SEV-SNP guest policy (SEV-SNP firmware ABI "Guest Policy", include/linux/psp-sev.h) --------
+
+SNP_POLICY_SMT = 1 << 16
+SNP_POLICY_RESERVED_MBO = 1 << 17
+SNP_POLICY_SINGLE_SOCKET = 1 << 20
+# arch/x86/kvm/svm/sev.c SNP_POLICY_MASK_VALID before Linux 6.19: ABI minor and major (0-15),
+# SMT (16), reserved-must-be-one (17), DEBUG (19), SINGLE_SOCKET (20). Bit 18 (migration
+# agent) and bits 21+ fail SNP_LAUNCH_START with EINVAL (AMDESE/AMDSEV#240, policy 0x70000).
+KVM_SNP_POLICY_MASK_BEFORE_6_19 = 0x1BFFFF
+
+
+@dataclass(frozen=True)
+class SnpPolicyRule:
+    """Which SNP guest policies this host's KVM accepts at SNP_LAUNCH_START."""
+
+    accepted: int  # every bit set in a policy must be in here
+    required: int  # and these must be set
+    source: str  # where the rule comes from
+
+    def rejected_bits(self, policy: int) -> int:
+        return policy & ~self.accepted
+
+    def missing_bits(self, policy: int) -> int:
+        return self.required & ~policy
+
+
+def snp_policy_rule(kvm: KvmFacts, kernel: KernelFacts) -> Optional[SnpPolicyRule]:
+    """KVM_X86_SNP_POLICY_BITS where the kernel publishes it (6.19+: what KVM and the
+    firmware accept), else the rule of the kernel's version; None when neither says.
+
+    Linux 6.10-6.16 also refuse a policy without SMT (16) or with SINGLE_SOCKET (20);
+    6.17 left those to the firmware ("Drop KVM's rejection of SNP's SMT and single-socket
+    policy restrictions").
+    """
+    if kvm.snp_policy_bits is not None:
+        return SnpPolicyRule(
+            kvm.snp_policy_bits, SNP_POLICY_RESERVED_MBO, "KVM_X86_SNP_POLICY_BITS"
+        )
+    version = kernel.version
+    if version is None or version < (6, 10) or version >= (6, 19):
         return None
+    source = f"the rule of Linux {version[0]}.{version[1]}"
+    if version < (6, 17):
+        return SnpPolicyRule(
+            KVM_SNP_POLICY_MASK_BEFORE_6_19 & ~SNP_POLICY_SINGLE_SOCKET,
+            SNP_POLICY_RESERVED_MBO | SNP_POLICY_SMT,
+            source,
+        )
+    return SnpPolicyRule(KVM_SNP_POLICY_MASK_BEFORE_6_19, SNP_POLICY_RESERVED_MBO, source)
 
 
 def to_jsonable(value):

@@ -56,15 +56,21 @@ class Publication:
 
 
 def publication(report: Report) -> Publication:
-    """Labels and features of one report; raises ProgrammingError on an invalid name/value."""
+    """Labels and features of one report; raises ProgrammingError on an invalid name/value.
+
+    SNP firmware facts are labels only beside `sev-snp.node.kubevirt.io/enabled=true`: a
+    rule matching on them must never place an SNP guest on a node where SNP cannot run.
+    The TCB labels are the *reported* TCB, the one attestation reports carry and VCEK
+    certificates are issued for (it lags the current TCB until SNP_COMMIT).
+    """
     facts = report.facts
     labels: Dict[str, str] = {}
     for verdict in report.verdicts:
         if verdict.ready is Readiness.YES:
             labels[ENABLED[verdict.guest]] = "true"
     snp = facts.psp.snp
-    if snp is not None:
-        tcb = snp.current_tcb
+    if snp is not None and ENABLED[Guest.SEV_SNP] in labels:
+        tcb = snp.reported_tcb
         labels[SNP_NS + "api-version"] = snp.api_version
         labels[SNP_NS + "build-id"] = str(snp.build_id)
         labels[SNP_NS + "tcb-bootloader"] = str(tcb.bootloader)
@@ -74,21 +80,17 @@ def publication(report: Report) -> Publication:
         if tcb.fmc is not None:
             labels[SNP_NS + "tcb-fmc"] = str(tcb.fmc)
     features: Dict[str, str] = {}
-    asids = facts.asids
     leaf = facts.cpu.mem_encrypt
-    for es, prefix in ((False, "sev"), (True, "sev-es")):
-        # ES and SNP guests share the ES ASID range (misc cgroup key `sev_es`).
-        known = facts.asid_capacity(es)
-        _put(features, f"{prefix}.node.kubevirt.io/asids", known[0] if known else None)
-        _put(
-            features,
-            f"{prefix}.node.kubevirt.io/asids-used",
-            asids.sev_es_current if es else asids.sev_current,
-        )
+    for guest in Guest:
+        # ASID capacity per guest type, for extended resources. SEV-ES and SEV-SNP guests
+        # share one range (both say the same number) unless ciphertext hiding splits it.
+        # ASIDs in use change with every VM: they are metrics, not features (no churn).
+        known = facts.guest_asids(guest.value)
+        _put(features, f"{guest.value}.node.kubevirt.io/asids", known.count if known else None)
     cbit = facts.cbit()
     if cbit and (report.verdict(Guest.SEV).ready is Readiness.YES or leaf is not None and leaf.sev):
-        _put(features, "sev.node.kubevirt.io/cbitpos", cbit[0])
-        _put(features, "sev.node.kubevirt.io/reduced-phys-bits", cbit[1])
+        _put(features, "sev.node.kubevirt.io/cbitpos", cbit.cbitpos)
+        _put(features, "sev.node.kubevirt.io/reduced-phys-bits", cbit.reducedPhysBits)
     for key, value in list(labels.items()) + list(features.items()):
         if not valid_label(key, value):
             raise ProgrammingError(f"invalid NFD name or value: {key}={value}")

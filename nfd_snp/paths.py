@@ -19,6 +19,9 @@ PROC = "proc"
 
 KVM_AMD_MODULE = "sys/module/kvm_amd"
 KVM_AMD_PARAMETERS = "sys/module/kvm_amd/parameters"
+# ccp: whether the SEV firmware is initialised when the driver loads (Y) or by KVM at the
+# first guest launch (N). drivers/crypto/ccp/sev-dev.c module_param(psp_init_on_probe)
+CCP_PSP_INIT_ON_PROBE = "sys/module/ccp/parameters/psp_init_on_probe"
 
 # misc cgroup controller files live at the cgroup v2 root; on hybrid hosts that root is
 # mounted at /sys/fs/cgroup/unified, and a v1 misc hierarchy at /sys/fs/cgroup/misc.

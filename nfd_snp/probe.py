@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 
 from nfd_snp.host import Host, open_host
-from nfd_snp.model import HostFacts, generation_of
+from nfd_snp.model import HostFacts, TcbLayout
 from nfd_snp.sources import cgroup, cpuid, domcaps, firmware, guests, kernel, kvm, msr, psp
 
 
 def probe(host: Host) -> HostFacts:
     cpu = cpuid.read(host)
     kern = kernel.read(host)
-    # TCB layout depends on the generation; without the CPUID device, cpuinfo tells it.
-    generation = cpu.generation
-    if cpu.vendor is None and kern.vendor_id == "AuthenticAMD":
-        generation = generation_of(kern.family, kern.model)
+    # The TCB layout depends on the CPU family; without the CPUID device, cpuinfo tells it.
+    family = cpu.family if cpu.family is not None else kern.family
     return HostFacts(
         root=str(host.root),
         snapshot=host.snapshot,
@@ -23,7 +21,7 @@ def probe(host: Host) -> HostFacts:
         msr=msr.read(host),
         kernel=kern,
         kvm=kvm.read(host),
-        psp=psp.read(host, generation),
+        psp=psp.read(host, TcbLayout.for_family(family)),
         asids=cgroup.read(host),
         domcaps=domcaps.read(host),
         firmware=firmware.read(host),

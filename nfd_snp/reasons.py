@@ -10,37 +10,50 @@ import enum
 
 
 class Reason(enum.Enum):
-    """A cause with its fix. The value is (stable code, fix text)."""
+    """A cause with its fix. The value is (stable code, fix text[, unknown]).
 
-    def __init__(self, code: str, fix: str) -> None:
+    `unknown` marks reasons that say a source could not be read, so the answer is unknown,
+    as opposed to reasons that are themselves the answer (a missing /dev/sev is a real "no").
+    """
+
+    def __init__(self, code: str, fix: str, unknown: bool = False) -> None:
         self.code = code
         self.fix = fix
+        self.unknown = unknown
 
     # -- sources that could not be read ------------------------------------------------
     CPUID_DEVICE_MISSING = (
         "cpuid-device-missing",
-        "Load the cpuid driver (modprobe cpuid) so /dev/cpu/0/cpuid exists.",
+        "Load the cpuid driver: `modprobe cpuid` (the nfd-snp package loads it at boot through "
+        "/usr/lib/modules-load.d/nfd-snp.conf; in a container, load it on the node).",
+        True,
     )
     MSR_DEVICE_MISSING = (
         "msr-device-missing",
-        "Load the msr driver (modprobe msr) so /dev/cpu/0/msr exists.",
+        "Load the msr driver: `modprobe msr` (the nfd-snp package loads it at boot through "
+        "/usr/lib/modules-load.d/nfd-snp.conf; in a container, load it on the node).",
+        True,
     )
     DEVICE_DENIED = (
         "device-denied",
         "Run as root (the CPUID, MSR and /dev/sev devices need root / CAP_SYS_RAWIO).",
+        True,
     )
     DEVICE_ERROR = (
         "device-error",
         "The device returned an I/O error; on a VM the hypervisor may not expose it.",
+        True,
     )
-    FILE_DENIED = ("file-denied", "Run as root so the file can be read.")
+    FILE_DENIED = ("file-denied", "Run as root so the file can be read.", True)
     FILE_GARBLED = (
         "file-garbled",
         "The file holds unexpected content; attach `nfd-snp capture` output to a bug report.",
+        True,
     )
     NOT_IN_SNAPSHOT = (
         "not-in-snapshot",
         "The snapshot lacks this source; capture it again as root with `nfd-snp capture`.",
+        True,
     )
     PSP_DEVICE_MISSING = (
         "psp-device-missing",
@@ -55,15 +68,18 @@ class Reason(enum.Enum):
     LIBVIRT_PYTHON_MISSING = (
         "libvirt-python-missing",
         "Install libvirt-python (python3-libvirt) so libvirt's domain capabilities can be read.",
+        True,
     )
     LIBVIRT_QUERY_FAILED = (
         "libvirt-query-failed",
         "libvirt did not answer getDomainCapabilities; check that virtqemud/libvirtd runs "
         "and that this runs as root (libvirt refuses the query on read-only connections).",
+        True,
     )
     LIBVIRT_TIMEOUT = (
         "libvirt-timeout",
         "libvirt did not answer in time; check `systemctl status virtqemud libvirtd`.",
+        True,
     )
     # -- CPU ---------------------------------------------------------------------------
     NOT_AMD = (
@@ -86,8 +102,15 @@ class Reason(enum.Enum):
     CPU_NO_VMPL = ("cpu-no-vmpl", "This CPU does not support VMPLs (CPUID 0x8000001F EAX[5]).")
     UNKNOWN_GENERATION = (
         "unknown-generation",
-        "The CPU family is not a known EPYC generation; TCB values are decoded with the "
-        "Milan/Genoa layout.",
+        "Informational: this family/model is not a known EPYC server part; TCB values are "
+        "decoded with the layout of its CPU family.",
+        True,
+    )
+    CPU_DRIVERS_NOT_LOADED = (
+        "cpu-drivers-not-loaded",
+        "Load the CPU register drivers: `modprobe cpuid msr` (the nfd-snp package does it at "
+        "boot through /usr/lib/modules-load.d/nfd-snp.conf and when its service starts); "
+        "until then the checks that need them are inferred from other evidence.",
     )
     # -- BIOS / MSRs ------------------------------------------------------------------
     BIOS_MEM_ENCRYPT_OFF = (
@@ -96,8 +119,10 @@ class Reason(enum.Enum):
     )
     BIOS_SNP_OFF = (
         "bios-snp-off",
-        "Enable SEV-SNP in the BIOS ('SEV-SNP Support' and 'SNP Memory (RMP Table) Coverage') "
-        "and boot a host kernel with SNP support (Linux 6.11 or later).",
+        "The kernel has not enabled SNP (it sets SNP_EN itself once the BIOS reserved the RMP "
+        "and the IOMMU allows SNP): enable 'SEV-SNP Support' and 'SNP Memory (RMP Table) "
+        "Coverage' in the BIOS, keep the IOMMU on and out of passthrough (no iommu=pt), use "
+        "Linux 6.11 or later, and see `dmesg | grep -i -e SEV-SNP -e 'SNP:'`.",
     )
     RMP_NOT_RESERVED = (
         "rmp-not-reserved",
@@ -123,8 +148,11 @@ class Reason(enum.Enum):
     # -- PSP firmware ------------------------------------------------------------------
     SEV_FIRMWARE_UNINIT = (
         "sev-firmware-uninit",
-        "The SEV firmware is not initialised: load ccp with psp_init_on_probe=1 (the default) "
-        "and check `dmesg | grep -i sev` for init errors.",
+        "The SEV firmware failed to initialise (kvm_amd initialises it when it loads from "
+        "Linux 6.16, ccp before): check "
+        "`dmesg | grep -i -e ccp -e sev` for 'SEV: failed to INIT error 0x..' (0x13: enable "
+        "SMEE in the BIOS; 0x1 or 0x3: update the BIOS so the PSP bootloader fits the SEV "
+        "firmware), then reload kvm_amd and ccp or reboot.",
     )
     SEV_ES_NOT_CONFIGURED = (
         "sev-es-not-configured",
@@ -133,13 +161,16 @@ class Reason(enum.Enum):
     )
     SNP_NOT_INITIALISED = (
         "snp-not-initialised",
-        "SEV-SNP is not initialised: enable SNP in the BIOS, use Linux 6.11 or later with "
-        "kvm_amd.sev_snp=1, and check `dmesg | grep -i SEV-SNP`.",
+        "The SNP firmware is not initialised (kvm_amd does it when it loads from Linux 6.16, "
+        "ccp before): enable SNP in the BIOS, keep the IOMMU on and out of passthrough, use "
+        "Linux 6.11 or later with kvm_amd.sev_snp=1, and check "
+        "`dmesg | grep -i -e SEV-SNP -e 'SNP:' -e ccp` for the failing step.",
     )
     SNP_API_TOO_OLD = (
         "snp-api-too-old",
-        "Update the SEV firmware to SNP API 1.51 or later (BIOS update, or the "
-        "/lib/firmware/amd/amd_sev_fam*.sbin loaded by ccp).",
+        "Update the SEV firmware to API 1.51 or later, the minimum Linux accepts for SEV-SNP: "
+        "a BIOS update (newer firmware often needs a newer PSP bootloader too), or AMD's "
+        "/lib/firmware/amd/amd_sev_fam19h_model*.sbin loaded by ccp.",
     )
     RMP_NOT_INITIALISED = (
         "rmp-not-initialised",
@@ -148,8 +179,25 @@ class Reason(enum.Enum):
     )
     TCB_NOT_COMMITTED = (
         "tcb-not-committed",
-        "The reported TCB is older than the current one: after a firmware update run "
-        "`snphost commit` so attestation reports the current TCB.",
+        "After a firmware update the reported TCB (the one attestation reports carry and VCEK "
+        "certificates are issued for) stays at the old level until committed: once the update "
+        "is final, run `snphost commit`; until then attestation of guests here may fail.",
+    )
+    ALIAS_CHECK_PENDING = (
+        "alias-check-pending",
+        "The SNP firmware has not completed its memory alias check (AMD-SB-3015, 'BadRAM') since "
+        "the last update: reboot so SNP_INIT runs it; attestation fails until it has.",
+    )
+    ALIAS_CHECK_UNSUPPORTED = (
+        "alias-check-unsupported",
+        "This SNP firmware predates the memory alias check of AMD-SB-3015 ('BadRAM'; Milan "
+        "1.55.22, Genoa 1.55.38 and later report it): update the BIOS / SEV firmware.",
+    )
+    SEV_ES_REFUSED_WITH_SNP = (
+        "sev-es-refused-with-snp",
+        "This SEV firmware carries the AMD-SB-3023 (CVE-2025-48514) mitigation and refuses "
+        "SEV-ES guests while SEV-SNP is initialised: run those guests as SEV-SNP guests, or "
+        "schedule them on nodes with SEV-SNP off.",
     )
     # -- KVM -----------------------------------------------------------------------------
     KVM_DEVICE_MISSING = (
@@ -175,6 +223,11 @@ class Reason(enum.Enum):
         "KVM has SEV-SNP off: set `options kvm_amd sev_snp=1`; KVM also turns it off when SNP "
         "failed to initialise (see `dmesg | grep -i SEV-SNP`).",
     )
+    KVM_NO_POLICY_ATTRIBUTE = (
+        "kvm-no-policy-attribute",
+        "Informational: this kernel does not publish KVM_X86_SNP_POLICY_BITS (Linux 6.19+); the "
+        "SNP policy bits KVM accepts follow from the kernel version.",
+    )
     KVM_NO_SNP_PARAMETER = (
         "kvm-no-snp-parameter",
         "kvm_amd has no sev_snp parameter: this kernel predates host SEV-SNP support; use "
@@ -183,12 +236,26 @@ class Reason(enum.Enum):
     # -- ASIDs ---------------------------------------------------------------------------
     NO_SEV_ASIDS = (
         "no-sev-asids",
-        "No SEV ASIDs are available: check the BIOS 'SEV ASID' settings.",
+        "The BIOS gave every ASID to SEV-ES/SEV-SNP (minimum SEV ASID above the maximum), so "
+        "plain SEV guests cannot start; SEV-ES and SEV-SNP are not affected. If plain SEV "
+        "guests are wanted, lower the BIOS 'SEV-ES ASID Space Limit'.",
     )
     NO_ES_ASIDS = (
         "no-es-asids",
         "No SEV-ES/SNP ASIDs exist (minimum SEV ASID is 1): raise the BIOS 'SEV-ES ASID Space "
         "Limit' so ES and SNP guests get ASIDs.",
+    )
+    ES_ASIDS_TAKEN_BY_CIPHERTEXT_HIDING = (
+        "es-asids-taken-by-ciphertext-hiding",
+        "kvm_amd.ciphertext_hiding_asids gives every SEV-ES/SNP ASID to SEV-SNP, which leaves "
+        "none for SEV-ES guests: lower it below the minimum SEV ASID - 1 if SEV-ES guests are "
+        "wanted (kernel-parameters.txt, kvm-amd.ciphertext_hiding_asids).",
+    )
+    ES_ASIDS_IN_USE = (
+        "es-asids-in-use",
+        "Every ASID of this guest type is taken by a running guest: new guests of the type fail "
+        "to start (KVM answers EBUSY) until one stops; raise the BIOS 'SEV-ES ASID Space "
+        "Limit' for more.",
     )
     # -- libvirt / firmware -----------------------------------------------------------
     NO_HOST_LIBVIRT = (
@@ -206,10 +273,16 @@ class Reason(enum.Enum):
         "libvirt reports SEV unsupported: check that QEMU sees /dev/sev (permissions) and "
         "restart virtqemud/libvirtd after enabling SEV.",
     )
+    LIBVIRT_TOO_OLD_FOR_SNP = (
+        "libvirt-too-old-for-snp",
+        "This libvirt predates SEV-SNP: install libvirt 10.5 or later with QEMU 9.1 or later, "
+        "then restart virtqemud/libvirtd.",
+    )
     LIBVIRT_NO_SNP = (
         "libvirt-no-snp",
-        "libvirt does not offer launchSecurity 'sev-snp': install libvirt 10.5 or later and "
-        "QEMU 9.1 or later, then restart virtqemud/libvirtd.",
+        "libvirt offers launchSecurity 'sev-snp' only when its QEMU (9.1 or later) and KVM "
+        "support SEV-SNP: check the QEMU version and kvm_amd.sev_snp, then restart "
+        "virtqemud/libvirtd (it caches QEMU's capabilities).",
     )
     NO_SNP_FIRMWARE = (
         "no-snp-firmware",

@@ -19,6 +19,7 @@ TROUBLESHOOTING = "docs/troubleshooting.md"
 
 STATUS_COLOURS = {
     Status.PASS: "green",
+    Status.WARN: "magenta",
     Status.FAIL: "red",
     Status.SKIP: "bright_black",
     Status.UNKNOWN: "yellow",
@@ -44,15 +45,22 @@ def as_json(report: Report) -> dict:
                 "parent": r.parent,
                 "depth": r.depth,
                 "gates": r.check.guest.value if r.check.guest else None,
+                "gated": [g.value for g in r.check.gates],
                 "status": r.outcome.status.value,
                 "detail": r.outcome.detail,
+                "inferred_from": r.outcome.inferred_from,
+                "root_cause": r.outcome.root_cause,
                 "reason": r.outcome.reason.code if r.outcome.reason else None,
                 "fix": r.fix,
             }
             for r in report.results
         ],
         "verdicts": {
-            v.guest.value: {"ready": v.ready.value, "blocking": list(v.blocking)}
+            v.guest.value: {
+                "ready": v.ready.value,
+                "blocking": list(v.blocking),
+                "warnings": list(v.warnings),
+            }
             for v in report.verdicts
         },
         "facts": to_jsonable(facts),
@@ -103,7 +111,7 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
     results = [
         r
         for r in report.results
-        if not failures_only or r.outcome.status in (Status.FAIL, Status.UNKNOWN)
+        if not failures_only or r.outcome.status in (Status.FAIL, Status.WARN, Status.UNKNOWN)
     ]
     title_width = max((len(r.check.title) + 2 * r.depth for r in results), default=10)
     title_width = min(title_width, 60)
@@ -115,7 +123,7 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
         status = r.outcome.status
         indent = "" if failures_only else "  " * r.depth
         text = r.check.title
-        detail_text = r.outcome.detail
+        detail_text = r.text
         if len(group) > 1:
             text = f"{len(group)} dependent checks"
             detail_text = f"{r.outcome.detail}: " + ", ".join(g.check.name for g in group)
@@ -135,7 +143,7 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
             fix = textwrap.wrap(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]", text_width)
             lines.extend(pad + click.style(part, fg="cyan") for part in fix)
     if failures_only and not results:
-        lines.append("no failed or unknown checks")
+        lines.append("no failed, warning or unknown checks")
     lines.append("")
     for v in report.verdicts:
         text, colour = READY_TEXT[v.ready]
@@ -143,6 +151,8 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
         if v.blocking:
             kind = "blocked by" if v.ready is Readiness.NO else "unknown because of"
             line += f" ({kind}: {', '.join(v.blocking)})"
+        if v.warnings:
+            line += f" (warnings: {', '.join(v.warnings)})"
         wrapped = textwrap.wrap(line, max(width - 1, 40), subsequent_indent=" " * 9)
         wrapped[0] = wrapped[0].replace(text, click.style(text, fg=colour, bold=True), 1)
         lines.extend(wrapped)

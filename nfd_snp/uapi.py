@@ -1,8 +1,9 @@
-"""Mirror of include/uapi/linux/psp-sev.h (Linux 6.12): the /dev/sev ioctl ABI.
+"""Mirror of the kernel uapi the probe uses: include/uapi/linux/psp-sev.h (the /dev/sev
+ioctl ABI, Linux 6.12) and the KVM device-attribute ioctl of include/uapi/linux/kvm.h.
 
 The ctypes structures are the single definition of the layouts: the live path hands them to
 ioctl(2), and snapshot bytes are decoded through the same structures. tests/test_uapi.py
-compiles C against the real header and compares sizeof/offsetof with these.
+compiles C against the real headers and compares sizeof/offsetof with these.
 """
 
 from __future__ import annotations
@@ -69,10 +70,13 @@ REPLY_STRUCTS = {
 }
 
 
+def _ioc(direction: int, ioc_type: int, nr: int, size: int) -> int:
+    """_IOC() from include/uapi/asm-generic/ioctl.h (dir bits 30-31, size 16-29)."""
+    return (direction << 30) | (size << 16) | (ioc_type << 8) | nr
+
+
 def _iowr(ioc_type: str, nr: int, size: int) -> int:
-    """_IOWR() from include/uapi/asm-generic/ioctl.h (dir bits 30-31, size 16-29)."""
-    ioc_read_write = 3
-    return (ioc_read_write << 30) | (size << 16) | (ord(ioc_type) << 8) | nr
+    return _ioc(3, ord(ioc_type), nr, size)  # _IOC_READ | _IOC_WRITE
 
 
 # #define SEV_ISSUE_CMD _IOWR(SEV_IOC_TYPE, 0x0, struct sev_issue_cmd) == 0xC0105300
@@ -126,3 +130,28 @@ def firmware_error_name(code: int) -> str:
     """`INVALID_PLATFORM_STATE (0x1)` for a known code, `0x42` for any other."""
     name = FIRMWARE_ERRORS.get(code)
     return f"{name} ({code:#x})" if name else f"{code:#x}"
+
+
+# -- KVM system attributes (include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h) ------
+
+
+class KvmDeviceAttr(ctypes.Structure):
+    """struct kvm_device_attr { __u32 flags; __u32 group; __u64 attr; __u64 addr; }"""
+
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("group", ctypes.c_uint32),
+        ("attr", ctypes.c_uint64),
+        ("addr", ctypes.c_uint64),
+    ]
+
+
+KVMIO = 0xAE
+# #define KVM_GET_DEVICE_ATTR _IOW(KVMIO, 0xe2, struct kvm_device_attr) == 0x4018aee2; on the
+# /dev/kvm system fd it reads a system attribute (KVM API doc, "KVM_GET_DEVICE_ATTR").
+KVM_GET_DEVICE_ATTR = _ioc(1, KVMIO, 0xE2, ctypes.sizeof(KvmDeviceAttr))
+# asm/kvm.h: KVM_X86_GRP_SEV 1 { KVM_X86_SEV_VMSA_FEATURES 0, KVM_X86_SNP_POLICY_BITS 1 }.
+# The policy-bits attribute (Linux 6.19) is the u64 mask of SNP guest policy bits KVM and
+# the firmware accept; older kernels answer ENXIO.
+KVM_X86_GRP_SEV = 1
+KVM_X86_SNP_POLICY_BITS = 1

@@ -15,7 +15,20 @@ from nfd_snp.cli import cli
 from tests.conftest import REPO
 
 SCHEMA_KEYS = {"schema", "version", "host_root", "snapshot", "checks", "verdicts", "facts"}
-CHECK_KEYS = {"name", "title", "parent", "depth", "gates", "status", "detail", "reason", "fix"}
+CHECK_KEYS = {
+    "name",
+    "title",
+    "parent",
+    "depth",
+    "gates",
+    "gated",
+    "status",
+    "detail",
+    "inferred_from",
+    "root_cause",
+    "reason",
+    "fix",
+}
 
 
 def run(*args):
@@ -39,8 +52,14 @@ def test_json_report_schema():
     assert all(set(c) == CHECK_KEYS for c in data["checks"])
     assert data["verdicts"]["sev-snp"]["ready"] == "no"
     failed = {c["name"]: c for c in data["checks"] if c["status"] == "FAIL"}
-    assert failed["bios.snp_en"]["reason"] == "bios-snp-off" and failed["bios.snp_en"]["fix"]
+    assert failed["bios.rmp"]["reason"] == "rmp-not-reserved" and failed["bios.rmp"]["fix"]
+    # SNP_EN is set by the kernel once the RMP is there: an echo, pointing at its cause
+    assert failed["bios.snp_en"]["root_cause"] == "bios.rmp"
+    assert failed["bios.snp_en"]["fix"] == "Follows from bios.rmp: fix that first."
+    assert "bios.snp_en" not in data["verdicts"]["sev-snp"]["blocking"]
     assert data["facts"]["psp"]["snp_unreadable"]["errno"] == 22
+    gated = {c["name"]: c["gated"] for c in data["checks"]}
+    assert gated["asid.sev"] == ["sev"] and gated["cpu.sev"] == ["sev", "sev-es", "sev-snp"]
 
 
 def test_failures_only():
@@ -142,4 +161,4 @@ def test_table_fits_the_terminal(columns, monkeypatch):
     text = click.unstyle(render_table(report, width=columns))
     body = text.splitlines()[3:]  # below the header, whose snapshot path is not broken
     assert max(len(line) for line in body) <= columns
-    assert "fix: Enable SEV-SNP in the BIOS" in " ".join(text.split())
+    assert "fix: The BIOS reserved no RMP table" in " ".join(text.split())

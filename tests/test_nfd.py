@@ -45,17 +45,15 @@ EXPECTED_LABELS = {
 FEATURES_ONLY = {
     "genoa-snp-ready": {
         "sev.node.kubevirt.io/asids": "497",
-        "sev.node.kubevirt.io/asids-used": "0",
         "sev-es.node.kubevirt.io/asids": "509",
-        "sev-es.node.kubevirt.io/asids-used": "1",
+        "sev-snp.node.kubevirt.io/asids": "509",
         "sev.node.kubevirt.io/cbitpos": "51",
         "sev.node.kubevirt.io/reduced-phys-bits": "1",
     },
     "rome-sev-only": {
         "sev.node.kubevirt.io/asids": "509",
-        "sev.node.kubevirt.io/asids-used": "2",
         "sev-es.node.kubevirt.io/asids": "0",
-        "sev-es.node.kubevirt.io/asids-used": "0",
+        "sev-snp.node.kubevirt.io/asids": "0",
         "sev.node.kubevirt.io/cbitpos": "47",
         "sev.node.kubevirt.io/reduced-phys-bits": "1",
     },

@@ -69,6 +69,7 @@ def test_files_and_modes(built):
         "/etc/nfd-snp/nfd-snp.conf": "-rw-r--r--",
         "/usr/lib/systemd/system/nfd-snp.service": "-rw-r--r--",
         "/usr/lib/tmpfiles.d/nfd-snp.conf": "-rw-r--r--",
+        "/usr/lib/modules-load.d/nfd-snp.conf": "-rw-r--r--",
         "/etc/kubernetes/node-feature-discovery/features.d/nfd-snp": "-rw-r--r--",
     }
     for name, perms in expected.items():

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from nfd_snp.host import LiveHost
-from nfd_snp.model import Generation, MemEncryptLeaf, TcbVersion
+from nfd_snp.model import Generation, MemEncryptLeaf, TcbLayout, TcbVersion
 from nfd_snp.reasons import Reason
 from nfd_snp.sources import cpuid, firmware, guests, kernel, kvm, msr, psp
 from tests.conftest import probe_root
@@ -64,8 +64,12 @@ def test_signature(eax, expected):
         (0x17, 0x31, Generation.ROME),
         (0x19, 0x01, Generation.MILAN),
         (0x19, 0x11, Generation.GENOA),
-        (0x19, 0xA0, Generation.GENOA),
+        (0x19, 0xA0, Generation.BERGAMO_SIENA),
+        (0x19, 0x61, Generation.UNKNOWN),  # EPYC 4004 (AM5)
         (0x1A, 0x02, Generation.TURIN),
+        (0x1A, 0x11, Generation.TURIN),
+        (0x1A, 0x44, Generation.UNKNOWN),  # EPYC 4005 / Ryzen 9000 silicon
+        (0x1A, 0x50, Generation.VENICE),
         (0x15, 0x02, Generation.UNKNOWN),
     ],
 )
@@ -119,7 +123,7 @@ def test_live_ioctl_on_a_non_sev_device_is_a_clear_failure(tmp_path):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev/sev").write_bytes(b"")  # a regular file: ioctl gives ENOTTY
     with LiveHost(tmp_path, libvirt=False) as host:
-        facts = psp.read(host, Generation.GENOA)
+        facts = psp.read(host, TcbLayout.FAMILY_19H)
     assert facts.sev is None and facts.sev_unreadable.errno == errno.ENOTTY
     assert facts.sev_unreadable.reason is Reason.PSP_COMMAND_FAILED
 
@@ -158,9 +162,13 @@ def test_msr_unreadable_but_kernel_flag_vouches(snapshot):
         },
     )
     results = {r.check.name: r for r in evaluate(probe_root(root)).results}
+    evidence = {name: results[name].outcome.inferred_from for name in results}
+    assert evidence["bios.mem_encrypt"] == "the kernel flag 'sme'"
+    assert evidence["bios.rmp"] == "the kernel flag 'sev_snp'"
+    # the sev_snp flag does not prove SNP_EN (the kernel sets it later); the firmware does
+    assert evidence["bios.snp_en"] == "SNP firmware state INIT"
     for name in ("bios.mem_encrypt", "bios.snp_en", "bios.rmp"):
         assert results[name].outcome.status is Status.PASS, name
-        assert "implied by the kernel flag" in results[name].outcome.detail
 
 
 @pytest.mark.parametrize(
@@ -198,12 +206,12 @@ def _snp_bytes(rmp_flags, features=0, cur=0, rep=0):
     [(0x0, False, False), (0x1, True, False), (0x3, True, True), (0x2, False, True)],
 )
 def test_rmp_initialised_reads_bit0_only(rmp_flags, rmp_init, alias):
-    status = psp.decode_snp_status(_snp_bytes(rmp_flags), Generation.GENOA)
+    status = psp.decode_snp_status(_snp_bytes(rmp_flags), TcbLayout.FAMILY_19H)
     assert (status.rmp_initialized, status.alias_check_complete) == (rmp_init, alias)
 
 
 def test_snp_feature_bits():
-    status = psp.decode_snp_status(_snp_bytes(1, features=0b1010101), Generation.GENOA)
+    status = psp.decode_snp_status(_snp_bytes(1, features=0b1010101), TcbLayout.FAMILY_19H)
     assert (
         status.mask_chip_id and status.vlek_en and status.rapl_dis and status.ciphertext_hiding_en
     )
@@ -211,10 +219,25 @@ def test_snp_feature_bits():
     assert status.build_id == 37 and status.guest_count == 2 and status.api_version == "1.55"
 
 
-def test_tcb_layouts_differ_by_generation():
+def test_threadripper_with_a_turin_model_number_is_not_turin():
+    from nfd_snp.model import generation_of
+
+    # Threadripper 9000 is family 0x1A model 0x08 (LibreHardwareMonitor PR #2494)
+    assert generation_of(0x1A, 0x08, "AMD Ryzen Threadripper 9970X 32-Core Processor") is (
+        Generation.UNKNOWN
+    )
+    assert generation_of(0x1A, 0x02, "AMD EPYC 9655 96-Core Processor") is Generation.TURIN
+
+
+@pytest.mark.parametrize("family, layout", [(0x19, "milan-genoa"), (0x1A, "turin")])
+def test_tcb_layout_follows_the_family(family, layout):
+    assert TcbLayout.for_family(family).value == layout
+
+
+def test_tcb_layouts_differ_by_family():
     raw = int.from_bytes(bytes([1, 2, 3, 4, 0, 0, 0, 9]), "little")
-    genoa = TcbVersion.decode(raw, Generation.GENOA)
-    turin = TcbVersion.decode(raw, Generation.TURIN)
+    genoa = TcbVersion.decode(raw, TcbLayout.FAMILY_19H)
+    turin = TcbVersion.decode(raw, TcbLayout.FAMILY_1AH)
     assert (genoa.bootloader, genoa.tee, genoa.snp, genoa.microcode, genoa.fmc) == (
         1,
         2,

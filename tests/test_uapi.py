@@ -16,6 +16,7 @@ C_PROGRAM = r"""
 #include <stddef.h>
 #include <linux/ioctl.h>
 #include <linux/psp-sev.h>
+#include <linux/kvm.h>
 #define F(s, m) printf(#s "." #m " %zu\n", offsetof(struct s, m))
 int main(void) {
     printf("sev_issue_cmd %zu\n", sizeof(struct sev_issue_cmd));
@@ -37,6 +38,11 @@ int main(void) {
     printf("SEV_RET_INVALID_PLATFORM_STATE %d\n", SEV_RET_INVALID_PLATFORM_STATE);
     printf("SEV_RET_INVALID_KEY %d\n", SEV_RET_INVALID_KEY);
     printf("SEV_RET_SECURE_DATA_INVALID %d\n", SEV_RET_SECURE_DATA_INVALID);
+    printf("kvm_device_attr %zu\n", sizeof(struct kvm_device_attr));
+    F(kvm_device_attr, flags); F(kvm_device_attr, group);
+    F(kvm_device_attr, attr); F(kvm_device_attr, addr);
+    printf("KVM_GET_DEVICE_ATTR %lu\n", (unsigned long)KVM_GET_DEVICE_ATTR);
+    printf("KVM_X86_GRP_SEV %d\n", KVM_X86_GRP_SEV);
     return 0;
 }
 """
@@ -122,3 +128,13 @@ def test_command_ids_and_codes(header_facts):
 def test_firmware_error_names():
     assert uapi.firmware_error_name(0x1) == "INVALID_PLATFORM_STATE (0x1)"
     assert uapi.firmware_error_name(0x99) == "0x99"
+
+
+def test_kvm_device_attr_layout(header_facts):
+    assert ctypes.sizeof(uapi.KvmDeviceAttr) == header_facts["kvm_device_attr"] == 24
+    for field, offset in offsets(uapi.KvmDeviceAttr).items():
+        assert offset == header_facts[f"kvm_device_attr.{field}"], field
+    assert uapi.KVM_GET_DEVICE_ATTR == header_facts["KVM_GET_DEVICE_ATTR"] == 0x4018AEE2
+    # Linux 6.12's header has the SEV group; KVM_X86_SNP_POLICY_BITS (attribute 1 of it)
+    # arrived in 6.19 (arch/x86/include/uapi/asm/kvm.h), after this header.
+    assert uapi.KVM_X86_GRP_SEV == header_facts["KVM_X86_GRP_SEV"] == 1

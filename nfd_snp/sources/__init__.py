@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from nfd_snp.host import NotCaptured
+from nfd_snp.errors import NotCaptured
 from nfd_snp.model import Unreadable
 from nfd_snp.reasons import Reason
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Tuple
 
 from nfd_snp import paths
-from nfd_snp.host import Host, NotCaptured
+from nfd_snp.errors import NotCaptured
+from nfd_snp.host import Host
 from nfd_snp.model import CpuFacts, MemEncryptLeaf
 from nfd_snp.reasons import Reason
 from nfd_snp.sources import unreadable_from

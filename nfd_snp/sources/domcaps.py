@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Optional
 
 from nfd_snp.domain import xmlio
-from nfd_snp.errors import UnsafeXmlError
-from nfd_snp.host import Host, LibvirtError, NotCaptured
+from nfd_snp.errors import LibvirtError, NotCaptured, UnsafeXmlError
+from nfd_snp.host import Host
 from nfd_snp.model import DomainCapsFacts, Unreadable
 from nfd_snp.reasons import Reason
 

@@ -1,14 +1,19 @@
-"""KVM: /dev/kvm and the kvm_amd parameters sev, sev_es, sev_snp (REFERENCE §3).
+"""KVM: /dev/kvm, the kvm_amd parameters and the SNP policy bits KVM accepts.
 
-KVM writes the *effective* values back after hardware setup, so `Y` means the feature is
-really on. Current kernels print `Y`/`N`; older ones printed `1`/`0`.
+KVM writes the *effective* values of sev, sev_es and sev_snp back after hardware setup, so
+`Y` means the feature is really on. Current kernels print `Y`/`N`; older ones printed
+`1`/`0`. `ciphertext_hiding_asids` (Linux 6.18, an unsigned int) reserves that many of the
+ES/SNP ASIDs for SNP guests with ciphertext hiding. Linux 6.19 publishes the SNP guest
+policy bits KVM and the firmware accept as the system attribute KVM_X86_SNP_POLICY_BITS.
 """
 
 from __future__ import annotations
 
 import errno
+from typing import Optional, Tuple
 
-from nfd_snp import paths
+from nfd_snp import paths, uapi
+from nfd_snp.errors import NotCaptured
 from nfd_snp.host import Host
 from nfd_snp.model import KvmFacts, KvmParameter, Unreadable
 from nfd_snp.reasons import Reason
@@ -36,11 +41,42 @@ def read_parameter(host: Host, name: str) -> KvmParameter:
     return KvmParameter(name, True, enabled, raw=text)
 
 
+def read_ciphertext_hiding(host: Host) -> Optional[int]:
+    """kvm_amd.ciphertext_hiding_asids; None when absent (before Linux 6.18) or unreadable."""
+    try:
+        text = decode_text(host.read(f"{paths.KVM_AMD_PARAMETERS}/ciphertext_hiding_asids", 64))
+    except OSError:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() and len(text) <= 10 else None
+
+
+def read_policy_bits(host: Host) -> Tuple[Optional[int], Optional[Unreadable]]:
+    """(mask, None) from KVM_X86_SNP_POLICY_BITS, or (None, why not)."""
+    what = f"/{paths.KVM_DEVICE} KVM_X86_SNP_POLICY_BITS"
+    try:
+        return host.kvm_attribute(uapi.KVM_X86_GRP_SEV, uapi.KVM_X86_SNP_POLICY_BITS), None
+    except (OSError, NotCaptured) as exc:
+        if getattr(exc, "errno", None) in (errno.ENXIO, errno.EINVAL, errno.ENOTTY):
+            # kvm_x86_dev_get_attr: an attribute this kernel does not know (before 6.19)
+            return None, Unreadable(
+                Reason.KVM_NO_POLICY_ATTRIBUTE, f"{what}: not offered by this kernel"
+            )
+        return None, unreadable_from(
+            exc, what, missing=Reason.KVM_DEVICE_MISSING, denied=Reason.DEVICE_DENIED
+        )
+
+
 def read(host: Host) -> KvmFacts:
+    device = host.exists(paths.KVM_DEVICE)
+    policy_bits, policy_unreadable = read_policy_bits(host) if device else (None, None)
     return KvmFacts(
-        device_present=host.exists(paths.KVM_DEVICE),
+        device_present=device,
         module_loaded=host.exists(paths.KVM_AMD_MODULE),
         sev=read_parameter(host, "sev"),
         sev_es=read_parameter(host, "sev_es"),
         sev_snp=read_parameter(host, "sev_snp"),
+        ciphertext_hiding_asids=read_ciphertext_hiding(host),
+        snp_policy_bits=policy_bits,
+        snp_policy_bits_unreadable=policy_unreadable,
     )

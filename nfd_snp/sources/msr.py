@@ -7,7 +7,8 @@ A failed read is unknown (no msr module, not root, or a hypervisor hiding the MS
 from __future__ import annotations
 
 from nfd_snp import paths
-from nfd_snp.host import Host, NotCaptured
+from nfd_snp.errors import NotCaptured
+from nfd_snp.host import Host
 from nfd_snp.model import MsrFacts
 from nfd_snp.reasons import Reason
 from nfd_snp.sources import unreadable_from

@@ -1,7 +1,9 @@
 """The SEV firmware (PSP) through /dev/sev: SEV_PLATFORM_STATUS and SNP_PLATFORM_STATUS.
 
 Layouts are `nfd_snp.uapi` (psp-sev.h). The kernel answers SNP_PLATFORM_STATUS with EINVAL
-while SNP is not initialised; opening /dev/sev needs root (EACCES otherwise).
+while SNP is not initialised; opening /dev/sev needs root (EACCES otherwise). The ccp
+module's `psp_init_on_probe` parameter says whether the firmware is initialised when the
+driver loads or later, by KVM, when the first guest starts (drivers/crypto/ccp/sev-dev.c).
 """
 
 from __future__ import annotations
@@ -9,17 +11,18 @@ from __future__ import annotations
 import errno
 
 from nfd_snp import paths, uapi
-from nfd_snp.host import Host, NotCaptured, PspError
+from nfd_snp.errors import NotCaptured, PspError
+from nfd_snp.host import Host
 from nfd_snp.model import (
-    Generation,
     PspFacts,
     SevPlatformStatus,
     SnpPlatformStatus,
+    TcbLayout,
     TcbVersion,
     Unreadable,
 )
 from nfd_snp.reasons import Reason
-from nfd_snp.sources import unreadable_from
+from nfd_snp.sources import decode_text, unreadable_from
 
 COMMAND_NAMES = {
     uapi.SEV_PLATFORM_STATUS: "SEV_PLATFORM_STATUS",
@@ -32,7 +35,7 @@ def decode_sev_status(data: bytes) -> SevPlatformStatus:
     return SevPlatformStatus(s.api_major, s.api_minor, s.state, s.flags, s.build, s.guest_count)
 
 
-def decode_snp_status(data: bytes, generation: Generation) -> SnpPlatformStatus:
+def decode_snp_status(data: bytes, layout: TcbLayout) -> SnpPlatformStatus:
     s = uapi.SevUserDataSnpStatus.from_buffer_copy(data)
     features = s.feature_flags
     return SnpPlatformStatus(
@@ -51,8 +54,8 @@ def decode_snp_status(data: bytes, generation: Generation) -> SnpPlatformStatus:
         ciphertext_hiding_cap=bool(features & 1 << 5),
         ciphertext_hiding_en=bool(features & 1 << 6),
         guest_count=s.guest_count,
-        current_tcb=TcbVersion.decode(s.current_tcb_version, generation),
-        reported_tcb=TcbVersion.decode(s.reported_tcb_version, generation),
+        current_tcb=TcbVersion.decode(s.current_tcb_version, layout),
+        reported_tcb=TcbVersion.decode(s.reported_tcb_version, layout),
     )
 
 
@@ -82,7 +85,17 @@ def classify(exc: BaseException, command: int) -> Unreadable:
     )
 
 
-def read(host: Host, generation: Generation) -> PspFacts:
+def read_init_on_probe(host: Host):
+    """ccp.psp_init_on_probe (bool parameter, Y/N): None when the parameter does not exist
+    (ccp not loaded, or a kernel from before it, which always initialised at probe)."""
+    try:
+        text = decode_text(host.read(paths.CCP_PSP_INIT_ON_PROBE, 64)).strip()
+    except OSError:
+        return None
+    return {"Y": True, "1": True, "N": False, "0": False}.get(text)
+
+
+def read(host: Host, layout: TcbLayout) -> PspFacts:
     replies = {}
     for command in (uapi.SEV_PLATFORM_STATUS, uapi.SNP_PLATFORM_STATUS):
         try:
@@ -94,6 +107,7 @@ def read(host: Host, generation: Generation) -> PspFacts:
     return PspFacts(
         sev=decode_sev_status(sev_raw) if sev_raw is not None else None,
         sev_unreadable=sev_unreadable,
-        snp=decode_snp_status(snp_raw, generation) if snp_raw is not None else None,
+        snp=decode_snp_status(snp_raw, layout) if snp_raw is not None else None,
         snp_unreadable=snp_unreadable,
+        init_on_probe=read_init_on_probe(host),
     )
