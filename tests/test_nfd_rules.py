@@ -1,0 +1,156 @@
+"""deploy/nfd NodeFeatureRules: valid for NFD's CRD, and what they give real nodes.
+
+The rules are validated against the openAPIV3Schema of NFD's own CRD (../shared/fixtures/nfd)
+and evaluated with tests/nfdrules.py over the feature files of the bundled samples and the
+real-host snapshots, read back as nfd-worker reads them (tests/nfdlocal.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from nfd_snp import nfd
+from nfd_snp.checks import Guest, Readiness, evaluate
+from nfd_snp.errors import NotCaptured
+from tests import nfdlocal, nfdrules
+from tests.conftest import REPO, SAMPLES, probe_root
+
+yaml = pytest.importorskip("yaml")
+jsonschema = pytest.importorskip("jsonschema")
+
+HOSTS = REPO / "tests" / "data" / "hosts"
+NODES = sorted(SAMPLES.iterdir()) + sorted(HOSTS.iterdir())
+RULES = ("nodefeaturerule.yaml", "kata-tee-keys.yaml")
+NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.timezone.utc)
+# kata-deploy's Helm chart names its rule kata-tee-keys (templates/node-feature-rules.yaml,
+# kata-containers 7c6ba40c); the rule it matches on, quoted for the comparison below.
+KATA_RULE = {
+    "metadata": {"name": "kata-tee-keys"},
+    "spec": {
+        "rules": [
+            {
+                "name": "amd.sev-snp",
+                "labels": {"amd.feature.node.kubernetes.io/snp": "true"},
+                "extendedResources": {
+                    "sev-snp.amd.com/esids": "@cpu.security.sev.encrypted_state_ids"
+                },
+                "matchFeatures": [
+                    {
+                        "feature": "cpu.security",
+                        "matchExpressions": {"sev.snp.enabled": {"op": "Exists"}},
+                    }
+                ],
+            }
+        ]
+    },
+}
+
+
+def _rule(name):
+    return yaml.safe_load((REPO / "deploy" / "nfd" / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def rule_schema(shared_dir):
+    docs = yaml.safe_load_all((shared_dir / "fixtures" / "nfd" / "nfd-api-crds.yaml").read_text())
+    crd = next(d for d in docs if d and d["metadata"]["name"] == "nodefeaturerules.nfd.k8s-sigs.io")
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
+    return version["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_rules_validate_against_nfds_crd(name, rule_schema):
+    jsonschema.validate(_rule(name), rule_schema)
+
+
+def test_schema_check_would_catch_a_misspelt_field(rule_schema):
+    broken = _rule("kata-tee-keys.yaml")
+    broken["spec"]["rules"][0]["matchFeature"] = broken["spec"]["rules"][0].pop("matchFeatures")
+    with pytest.raises(jsonschema.ValidationError):
+        # NFD's schema requires matchFeatures or matchAny; strict validation as kubectl's
+        jsonschema.validate(broken, _strict(rule_schema))
+
+
+def _strict(schema):
+    """additionalProperties: false wherever an object schema lists its properties."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_rules_validate_strictly(name, rule_schema):
+    jsonschema.validate(_rule(name), _strict(rule_schema))
+
+
+def _node(root):
+    """(report, the features NFD holds for the node: local.* and the cpu source's SEV set)."""
+    report = evaluate(probe_root(root))
+    text = nfd.render(nfd.publication(report), NOW + datetime.timedelta(seconds=600))
+    labels, features = nfdlocal.parse_file(text, NOW)
+    kvm = report.facts.kvm
+    # NFD's cpu source (source/cpu/security_amd64.go): sev.snp.enabled when the kvm_amd
+    # parameter says Y, sev.encrypted_state_ids from misc.capacity's sev_es line.
+    cpu = {}
+    if kvm.sev_snp.enabled:
+        cpu["sev.snp.enabled"] = "true"
+    if report.facts.asids.sev_es_capacity:
+        cpu["sev.encrypted_state_ids"] = str(report.facts.asids.sev_es_capacity)
+    return report, {"local.label": labels, "local.feature": features, "cpu.security": cpu}
+
+
+@pytest.mark.parametrize("root", NODES, ids=lambda p: p.name)
+def test_kata_names_follow_nfd_snp_verdict(root):
+    try:
+        report, features = _node(root)
+    except NotCaptured:  # pragma: no cover - every snapshot here is complete
+        pytest.fail("incomplete snapshot")
+    labels, resources = nfdrules.evaluate(_rule("kata-tee-keys.yaml"), features)
+    ready = report.verdict(Guest.SEV_SNP).ready is Readiness.YES
+    snp_asids = report.facts.guest_asids("sev-snp")
+    slots = snp_asids.count if snp_asids else 0
+    expect_label = ready and slots > 0
+    assert ("amd.feature.node.kubernetes.io/snp" in labels) is expect_label
+    assert resources.get("sev-snp.amd.com/esids") == (str(slots) if expect_label else None)
+    assert "intel.feature.node.kubernetes.io/tdx" not in labels
+
+
+def test_kata_rule_labels_nodes_where_snp_cannot_run():
+    """Why the replacement matters: the kvm_amd parameter alone says yes on a node whose
+    SEV firmware is gone; nfd-snp's verdict says no."""
+    report, features = _node(HOSTS / "siena-8024p-psp-dead")
+    kata_labels, _ = nfdrules.evaluate(KATA_RULE, features)
+    ours, _ = nfdrules.evaluate(_rule("kata-tee-keys.yaml"), features)
+    assert kata_labels == {"amd.feature.node.kubernetes.io/snp": "true"}
+    assert ours == {}
+
+
+def test_replacement_takes_kata_deploys_object_name():
+    """One cluster-scoped object per name: applying ours replaces kata-deploy's rule, so
+    the two cannot both label a node."""
+    ours = _rule("kata-tee-keys.yaml")
+    assert ours["kind"] == "NodeFeatureRule" and "namespace" not in ours["metadata"]
+    assert ours["metadata"]["name"] == KATA_RULE["metadata"]["name"]
+    ours_snp = next(r for r in ours["spec"]["rules"] if r["name"] == "amd.sev-snp")
+    kata_snp = KATA_RULE["spec"]["rules"][0]
+    assert ours_snp["labels"] == kata_snp["labels"]
+    assert set(ours_snp["extendedResources"]) == set(kata_snp["extendedResources"])
+
+
+@pytest.mark.parametrize("root", NODES, ids=lambda p: p.name)
+def test_asid_resources_per_guest_type(root):
+    report, features = _node(root)
+    _, resources = nfdrules.evaluate(_rule("nodefeaturerule.yaml"), features)
+    for guest in Guest:
+        name = f"{guest.value}.node.kubevirt.io/asids"
+        known = report.facts.guest_asids(guest.value)
+        ready = report.verdict(guest).ready is Readiness.YES
+        want = str(known.count) if ready and known and known.count > 0 else None
+        assert resources.get(name) == want, name
