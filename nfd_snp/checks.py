@@ -297,10 +297,30 @@ def _kernel_flag(flag: str, reason: Reason):
     return evaluate
 
 
-def check_sev_firmware(f: HostFacts) -> Outcome:
-    status = f.psp.sev
-    if status is None:
-        return from_unreadable(f.psp.sev_unreadable)
+def with_sev_status(evaluate_status):
+    """A check of the SEV_PLATFORM_STATUS reply; why it is missing decides otherwise."""
+
+    def evaluate(f: HostFacts) -> Outcome:
+        if f.psp.sev is None:
+            return from_unreadable(f.psp.sev_unreadable)
+        return evaluate_status(f, f.psp.sev)
+
+    return evaluate
+
+
+def with_snp_status(evaluate_status):
+    """A check of the SNP_PLATFORM_STATUS reply; why it is missing decides otherwise."""
+
+    def evaluate(f: HostFacts) -> Outcome:
+        if f.psp.snp is None:
+            return from_unreadable(f.psp.snp_unreadable)
+        return evaluate_status(f, f.psp.snp)
+
+    return evaluate
+
+
+@with_sev_status
+def check_sev_firmware(f: HostFacts, status) -> Outcome:
     return passed(f"SEV API {status.api_version} build {status.build}, {status.guest_count} guests")
 
 
@@ -324,10 +344,8 @@ def sev_init_deferred(f: HostFacts) -> Optional[str]:
     return None
 
 
-def check_sev_initialised(f: HostFacts) -> Outcome:
-    status = f.psp.sev
-    if status is None:
-        return from_unreadable(f.psp.sev_unreadable)
+@with_sev_status
+def check_sev_initialised(f: HostFacts, status) -> Outcome:
     name = _state_name(status.state)
     if status.state == FirmwareState.UNINIT:
         deferred = sev_init_deferred(f)
@@ -341,10 +359,8 @@ def check_sev_initialised(f: HostFacts) -> Outcome:
     return passed(f"platform state {name}")
 
 
-def check_sev_es_initialised(f: HostFacts) -> Outcome:
-    status = f.psp.sev
-    if status is None:
-        return from_unreadable(f.psp.sev_unreadable)
+@with_sev_status
+def check_sev_es_initialised(f: HostFacts, status) -> Outcome:
     if status.state == FirmwareState.UNINIT:
         # CONFIG_ES is set by INIT (the kernel asks for SEV-ES whenever the CPU has it); an
         # UNINIT firmware says nothing about it. psp.sev_init decides whether that is fine.
@@ -395,29 +411,23 @@ def check_snp_initialised(f: HostFacts) -> Outcome:
     )
 
 
-def check_snp_api(f: HostFacts) -> Outcome:
-    status = f.psp.snp
-    if status is None:
-        return from_unreadable(f.psp.snp_unreadable)
+@with_snp_status
+def check_snp_api(f: HostFacts, status) -> Outcome:
     version = f"SNP API {status.api_version}"
     if _api_too_old(status.api_major, status.api_minor):
         return failed(Reason.SNP_API_TOO_OLD, f"{version} < 1.51")
     return passed(f"{version} >= 1.51")
 
 
-def check_rmp_initialised(f: HostFacts) -> Outcome:
-    status = f.psp.snp
-    if status is None:
-        return from_unreadable(f.psp.snp_unreadable)
+@with_snp_status
+def check_rmp_initialised(f: HostFacts, status) -> Outcome:
     if status.rmp_initialized:
         return passed("RMP initialised (byte 3 bit 0)")
     return failed(Reason.RMP_NOT_INITIALISED, "RMP not initialised (byte 3 bit 0 clear)")
 
 
-def check_tcb(f: HostFacts) -> Outcome:
-    status = f.psp.snp
-    if status is None:
-        return from_unreadable(f.psp.snp_unreadable)
+@with_snp_status
+def check_tcb(f: HostFacts, status) -> Outcome:
     cur, rep = status.current_tcb, status.reported_tcb
     if cur.raw == rep.raw:
         return passed(f"reported TCB {rep.describe()} is the current one")
@@ -436,10 +446,8 @@ ALIAS_CHECK_FIRMWARE = {
 }
 
 
-def check_alias(f: HostFacts) -> Outcome:
-    status = f.psp.snp
-    if status is None:
-        return from_unreadable(f.psp.snp_unreadable)
+@with_snp_status
+def check_alias(f: HostFacts, status) -> Outcome:
     if status.alias_check_complete:
         return passed("alias check complete since the last update (byte 3 bit 1)")
     version = (status.api_major, status.api_minor, status.build_id)
