@@ -213,14 +213,14 @@ def expand(obj: dict, definitions: dict, result: Result) -> Optional[dict]:
     spec = _mapping(obj.get("spec"))
     template = _mapping(spec.get("template"))
     template_meta = _mapping(template.get("metadata"))
+    vmi_meta = {k: metadata[k] for k in ("name", "namespace") if metadata.get(k) is not None}
+    vmi_meta["annotations"] = dict(_mapping(template_meta.get("annotations")))
+    if template_meta.get("labels") is not None:
+        vmi_meta["labels"] = dict(_mapping(template_meta["labels"]))
     vmi = {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance",
-        "metadata": {
-            "name": metadata.get("name"),
-            "namespace": metadata.get("namespace"),
-            "annotations": dict(_mapping(template_meta.get("annotations"))),
-        },
+        "metadata": vmi_meta,
         "spec": copy.deepcopy(_mapping(template.get("spec"))),
     }
     instancetype = _mapping(spec.get("instancetype"))

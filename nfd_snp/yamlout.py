@@ -9,7 +9,6 @@ every generated file back with PyYAML and compare.
 
 from __future__ import annotations
 
-import json
 import re
 
 INDENT = "  "
@@ -18,7 +17,13 @@ INDENT = "  "
 _PLAIN = re.compile(r"^(?:[A-Za-z/][A-Za-z0-9._/-]*|[0-9]+(?:Ki|Mi|Gi|Ti))$")
 # Words YAML 1.1 (PyYAML, and kubectl's sigs.k8s.io/yaml) reads as booleans or null.
 _KEYWORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
-_PRINTABLE = re.compile(r"^[\n\x20-\x7e\u00a0-\ud7ff\ue000-\ufffd]*$")
+# YAML's printable set (spec 1.2, 5.1) without tabs and without the characters YAML 1.1 reads
+# as line breaks (U+0085, U+2028, U+2029); anything else is written escaped.
+_PRINTABLE = re.compile(
+    "^[\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+    "\U00010000-\U0010ffff]*$"
+)
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def scalar(value) -> str:
@@ -33,19 +38,53 @@ def scalar(value) -> str:
         return value
     if "\n" not in value and _PRINTABLE.match(value):
         return "'" + value.replace("'", "''") + "'"
-    return json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+    return _double_quoted(value)
+
+
+def _double_quoted(value: str) -> str:
+    out = []
+    for char in value:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char != "\n" and _PRINTABLE.match(char):
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def _as_block(value) -> bool:
+    """Whether a string is written as a literal block: several lines of printable text."""
+    return (
+        isinstance(value, str)
+        and "\n" in value
+        and bool(value.strip(" \n"))
+        and bool(_PRINTABLE.match(value))
+    )
+
+
+def _needs_indicator(lines) -> bool:
+    """YAML guesses a block's indentation from its first line with content; it cannot when
+    that line, or an all-space line before it, starts with a space."""
+    for line in lines:
+        if line.strip(" "):
+            return line.startswith(" ")
+        if line:
+            return True
+    return False
 
 
 def _block(text: str, indent: str) -> list:
     """A literal block scalar: the header and the text's lines, verbatim."""
-    if not _PRINTABLE.match(text):
-        raise ValueError("a literal block can hold printable text only")
     stripped = text.rstrip("\n")
     trailing = len(text) - len(stripped)
     chomp = {0: "-", 1: ""}.get(trailing, "+")
     lines = stripped.split("\n") + [""] * max(0, trailing - 1)
-    # An indentation indicator is needed when the first line starts with a space.
-    header = "|" + (str(len(INDENT)) if lines[0].startswith(" ") else "") + chomp
+    header = "|" + (str(len(INDENT)) if _needs_indicator(lines) else "") + chomp
     body = [f"{indent}{line}" if line else "" for line in lines]
     return [header] + body
 
@@ -79,7 +118,7 @@ def _member(prefix: str, value, indent: str) -> list:
         return [f"{prefix} {{}}"]
     if isinstance(value, list):
         return [f"{prefix} []"]
-    if isinstance(value, str) and "\n" in value:
+    if _as_block(value):
         header, *body = _block(value, indent + INDENT)
         return [f"{prefix} {header}"] + body
     return [f"{prefix} {scalar(value)}"]
