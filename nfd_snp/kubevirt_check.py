@@ -394,7 +394,8 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool) -> Resu
     vmi = expand(obj, definitions, result)
     if vmi is None:
         return result
-    sev = _mapping(_mapping(_mapping(vmi["spec"].get("domain")).get("launchSecurity")).get("sev"))
+    launch = _mapping(_mapping(vmi["spec"].get("domain")).get("launchSecurity"))
+    sev = _mapping(launch.get("sev"))
     if "secureNestedPaging" in sev and not vep_field:
         result.errors.append(
             "KubeVirt's API has no launchSecurity.sev.secureNestedPaging (VEP #58): kubectl "
@@ -404,7 +405,7 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool) -> Resu
         )
     result.request = _request_form(vmi)
     if result.request is None:
-        if sev:
+        if launch.get("sev") is not None:
             result.errors.append(
                 "asks for SEV, not SEV-SNP: use launchSecurity.snp or add the annotation "
                 f'{kubevirt.REQUEST_ANNOTATION}: "true"'
