@@ -20,8 +20,7 @@ _KEYWORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
 # YAML's printable set (spec 1.2, 5.1) without tabs and without the characters YAML 1.1 reads
 # as line breaks (U+0085, U+2028, U+2029); anything else is written escaped.
 _PRINTABLE = re.compile(
-    "^[\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
-    "\U00010000-\U0010ffff]*$"
+    "^[\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*$"
 )
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
