@@ -5,6 +5,8 @@ named before `kubectl apply`, with the same code the sidecar runs."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 
@@ -263,3 +265,22 @@ def test_unreadable_input_exits_2(stdin, message):
 def test_a_missing_file_is_a_usage_error():
     status, out = check_vm("/nonexistent/vm.yaml")
     assert status == 2 and "does not exist" in out
+
+
+def test_the_documented_vms_pass():
+    from tests.test_manifests import docs_documents
+
+    vms = [doc for _where, doc in docs_documents() if doc["kind"] == "VirtualMachine"]
+    assert len(vms) >= 2
+    status, out = check_vm("-", stdin=dump(*vms))
+    assert status == 0, out
+
+
+def test_the_documented_console_output_is_what_check_vm_prints(monkeypatch):
+    monkeypatch.chdir(REPO)
+    text = (REPO / "docs" / "kubevirt.md").read_text()
+    for command, shown in re.findall(
+        r"^\$ (nfd-snp kubevirt check-vm .*)\n((?:[^$`].*\n)+)", text, re.M
+    ):
+        status, out = check_vm(*shlex.split(command)[3:])
+        assert out == shown, command
