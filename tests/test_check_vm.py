@@ -279,8 +279,8 @@ def test_the_documented_vms_pass():
 def test_the_documented_console_output_is_what_check_vm_prints(monkeypatch):
     monkeypatch.chdir(REPO)
     text = (REPO / "docs" / "kubevirt.md").read_text()
-    for command, shown in re.findall(
-        r"^\$ (nfd-snp kubevirt check-vm .*)\n((?:[^$`].*\n)+)", text, re.M
-    ):
+    runs = re.findall(r"^\$ (nfd-snp kubevirt check-vm .*)\n((?:[^$`].*\n)+)", text, re.M)
+    assert runs
+    for command, shown in runs:
         status, out = check_vm(*shlex.split(command)[3:])
-        assert out == shown, command
+        assert (status, out) == (0, shown), command
