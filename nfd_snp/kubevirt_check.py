@@ -288,9 +288,15 @@ def admission(vmi: dict) -> List[str]:
     for iface in _mapping(domain.get("devices")).get("interfaces") or []:
         if isinstance(iface, dict) and iface.get("bootOrder") is not None:
             errors.append(f"{kind} does not work with bootable NICs ({iface.get('name')})")
-    if _enabled(_mapping(domain.get("features")).get("smm")):
-        errors.append("SEV-SNP guests cannot use SMM: set spec.domain.features.smm.enabled: false")
     return errors
+
+
+def smm(vmi: dict) -> List[str]:
+    """QEMU refuses SMM for SNP guests ("SEV-SNP does not support SMM."), as does the sidecar."""
+    features = _mapping(_mapping(vmi["spec"].get("domain")).get("features"))
+    if _enabled(features.get("smm")):
+        return ["SEV-SNP guests cannot use SMM: set spec.domain.features.smm.enabled: false"]
+    return []
 
 
 # -- the sidecar ---------------------------------------------------------------------------
@@ -335,7 +341,7 @@ _DOMAIN = """<domain type="kvm">
     <type arch="x86_64" machine="q35">hvm</type>
     {firmware}{kernel}
   </os>
-  <features><acpi/>{smm}</features>
+  <features><acpi/></features>
   <devices>
     <disk type="file" device="disk"><driver name="qemu" type="raw"/>
       <target bus="virtio" dev="vda"/></disk>
@@ -365,10 +371,7 @@ def kubevirt_domain(vmi: dict) -> str:
     container = _mapping(_mapping(firmware.get("kernelBoot")).get("container"))
     if container.get("kernelPath"):
         kernel = "<kernel>/var/run/kubevirt-ephemeral-disks/kernel-boot/vmlinuz</kernel>"
-    smm = "<smm/>" if _enabled(_mapping(domain.get("features")).get("smm")) else ""
-    return _DOMAIN.format(
-        name="vmi", firmware=loader, kernel=kernel, smm=smm, launch=kind, policy=policy
-    )
+    return _DOMAIN.format(name="vmi", firmware=loader, kernel=kernel, launch=kind, policy=policy)
 
 
 # -- one VM --------------------------------------------------------------------------------
@@ -416,7 +419,7 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool) -> Resu
                 f"with preference {km.PREFERENCE}, or {km.ON_SEV}.medium before KubeVirt 1.7)"
             )
         return result
-    result.errors += admission(vmi)
+    result.errors += admission(vmi) + smm(vmi)
     annotations = vmi["metadata"]["annotations"]
     options = {k: v for k, v in annotations.items() if k.startswith(kubevirt.ANNOTATION_PREFIX)}
     options.pop(kubevirt.REQUEST_ANNOTATION, None)
