@@ -121,6 +121,43 @@ def _mapping(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+# Parts of a VMI spec that check-vm reads as objects; hostile input may hold anything there.
+_OBJECT_PATHS = (
+    "domain",
+    "domain.firmware",
+    "domain.firmware.bootloader",
+    "domain.firmware.bootloader.efi",
+    "domain.firmware.kernelBoot",
+    "domain.firmware.kernelBoot.container",
+    "domain.features",
+    "domain.features.smm",
+    "domain.launchSecurity",
+    "domain.launchSecurity.sev",
+    "domain.cpu",
+    "domain.memory",
+    "domain.devices",
+    "nodeSelector",
+)
+
+
+def _child(parent: dict, key: str) -> dict:
+    """parent[key] as an object to fill in; an absent or null one becomes {}."""
+    if not isinstance(parent.get(key), dict):
+        parent[key] = {}
+    return parent[key]
+
+
+def _malformed(spec: dict, where: str) -> Optional[str]:
+    """The first part of a VMI spec that should be an object and is not, or None."""
+    for path in _OBJECT_PATHS:
+        value = spec
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, dict):
+            return f"{where}.{path} is not an object"
+    return None
+
+
 def _reference(ref: dict, default_kind: str, what: str, definitions: dict):
     """(name, spec) of a referenced instancetype or preference; InputError-like text if not."""
     if "inferFromVolume" in ref and not ref.get("name"):
@@ -140,7 +177,7 @@ def _reference(ref: dict, default_kind: str, what: str, definitions: dict):
 def _apply_instancetype(name: str, spec: dict, vmi: dict, result: Result) -> None:
     """KubeVirt pkg/instancetype/apply: the instancetype's fields, or a conflict each."""
     vmi_spec = vmi["spec"]
-    domain = vmi_spec.setdefault("domain", {})
+    domain = _child(vmi_spec, "domain")
     where = "spec.template.spec"
 
     def conflict(path: str) -> None:
@@ -153,7 +190,7 @@ def _apply_instancetype(name: str, spec: dict, vmi: dict, result: Result) -> Non
         if vmi_spec.get("nodeSelector") is not None:
             conflict("nodeSelector")
         else:
-            vmi_spec["nodeSelector"] = dict(spec["nodeSelector"])
+            vmi_spec["nodeSelector"] = dict(_mapping(spec["nodeSelector"]))
     if spec.get("launchSecurity") is not None:
         if domain.get("launchSecurity") is not None:
             conflict("domain.launchSecurity")
@@ -177,7 +214,7 @@ def _apply_instancetype(name: str, spec: dict, vmi: dict, result: Result) -> Non
 
 def _apply_preference(spec: dict, vmi: dict) -> None:
     """KubeVirt pkg/instancetype/preference/apply: fill only what the VM left unset."""
-    domain = vmi["spec"].setdefault("domain", {})
+    domain = _child(vmi["spec"], "domain")
     firmware = _mapping(spec.get("firmware"))
     bootloader = _mapping(_mapping(domain.get("firmware")).get("bootloader"))
     if firmware and "efi" not in bootloader and "bios" not in bootloader:
@@ -189,11 +226,12 @@ def _apply_preference(spec: dict, vmi: dict) -> None:
             if firmware.get("preferredUseSecureBoot") is not None:
                 efi["secureBoot"] = firmware["preferredUseSecureBoot"]
         if efi is not None:
-            domain.setdefault("firmware", {}).setdefault("bootloader", {})["efi"] = efi
+            _child(_child(domain, "firmware"), "bootloader")["efi"] = efi
     features = _mapping(spec.get("features"))
     if features.get("preferredSmm") is not None:
-        domain_features = domain.setdefault("features", {})
-        domain_features.setdefault("smm", copy.deepcopy(features["preferredSmm"]))
+        domain_features = _child(domain, "features")
+        if domain_features.get("smm") is None:
+            domain_features["smm"] = copy.deepcopy(features["preferredSmm"])
     if spec.get("preferredLaunchSecurity") is not None and domain.get("launchSecurity") is None:
         domain["launchSecurity"] = copy.deepcopy(spec["preferredLaunchSecurity"])
     annotations = vmi["metadata"]["annotations"]
@@ -209,10 +247,14 @@ def expand(obj: dict, definitions: dict, result: Result) -> Optional[dict]:
         vmi["metadata"] = dict(metadata)
         vmi["metadata"]["annotations"] = dict(_mapping(metadata.get("annotations")))
         vmi["spec"] = _mapping(vmi.get("spec"))
-        return vmi
+        result.unchecked = _malformed(vmi["spec"], "spec")
+        return None if result.unchecked else vmi
     spec = _mapping(obj.get("spec"))
     template = _mapping(spec.get("template"))
     template_meta = _mapping(template.get("metadata"))
+    result.unchecked = _malformed(_mapping(template.get("spec")), "spec.template.spec")
+    if result.unchecked:
+        return None
     vmi_meta = {k: metadata[k] for k in ("name", "namespace") if metadata.get(k) is not None}
     vmi_meta["annotations"] = dict(_mapping(template_meta.get("annotations")))
     if template_meta.get("labels") is not None:
@@ -243,7 +285,9 @@ def expand(obj: dict, definitions: dict, result: Result) -> Optional[dict]:
         _apply_instancetype(resolved[0][0], resolved[0][1], vmi, result)
     if resolved[1] is not None:
         _apply_preference(resolved[1][1], vmi)
-    return vmi
+    # An instancetype or preference from the input may hold anything, too.
+    result.unchecked = _malformed(vmi["spec"], "the VMI's spec")
+    return None if result.unchecked else vmi
 
 
 # -- KubeVirt's admission rules for launchSecurity -----------------------------------------
@@ -285,7 +329,8 @@ def admission(vmi: dict) -> List[str]:
     sev = launch.get("sev")
     if _mapping(sev).get("attestation") is not None and spec.get("startStrategy") != "Paused":
         errors.append("SEV attestation requires startStrategy: Paused")
-    for iface in _mapping(domain.get("devices")).get("interfaces") or []:
+    interfaces = _mapping(domain.get("devices")).get("interfaces")
+    for iface in interfaces if isinstance(interfaces, list) else []:
         if isinstance(iface, dict) and iface.get("bootOrder") is not None:
             errors.append(f"{kind} does not work with bootable NICs ({iface.get('name')})")
     return errors
@@ -322,7 +367,7 @@ def sidecar_entry(annotations: dict, configmap: str) -> Tuple[Optional[dict], Li
             problems.append(
                 f"the {configmap} sidecar must mount key {km.SIDECAR_KEY} at {km.SIDECAR_HOOK_PATH}"
             )
-        args = entry.get("args") or []
+        args = entry.get("args") if isinstance(entry.get("args"), list) else []
         version = args[args.index("--version") + 1] if "--version" in args[:-1] else None
         if version not in km.SIDECAR_VERSIONS:
             problems.append(
@@ -451,7 +496,8 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool) -> Resu
             )
     else:
         try:
-            kubevirt.on_define_domain(json.dumps(vmi), kubevirt_domain(vmi))
+            # default=str: YAML reads unquoted dates as dates; KubeVirt sees strings there.
+            kubevirt.on_define_domain(json.dumps(vmi, default=str), kubevirt_domain(vmi))
         except (DomainError, InputError) as exc:
             result.errors.append(f"the sidecar would refuse it: {exc}")
     selector = _mapping(vmi["spec"].get("nodeSelector"))

@@ -12,8 +12,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from nfd_snp import kubevirt_check
 from nfd_snp.cli import cli
+from nfd_snp.errors import InputError
 from tests.conftest import REPO
 
 yaml = pytest.importorskip("yaml")
@@ -284,3 +288,55 @@ def test_the_documented_console_output_is_what_check_vm_prints(monkeypatch):
     for command, shown in runs:
         status, out = check_vm(*shlex.split(command)[3:])
         assert (status, out) == (0, shown), command
+
+
+# -- hostile input: anything anywhere is a verdict or an input error, never a crash ---------
+
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_PLACES = [
+    ("metadata",),
+    ("spec",),
+    ("spec", "instancetype"),
+    ("spec", "preference"),
+    ("spec", "template"),
+    ("spec", "template", "metadata", "annotations"),
+    ("spec", "template", "metadata", "annotations", "hooks.kubevirt.io/hookSidecars"),
+    ("spec", "template", "metadata", "annotations", "sev-snp.kubevirt.io/policy"),
+    ("spec", "template", "spec"),
+    ("spec", "template", "spec", "nodeSelector"),
+    ("spec", "template", "spec", "domain"),
+    ("spec", "template", "spec", "domain", "launchSecurity"),
+    ("spec", "template", "spec", "domain", "launchSecurity", "sev"),
+    ("spec", "template", "spec", "domain", "firmware"),
+    ("spec", "template", "spec", "domain", "firmware", "bootloader", "efi"),
+    ("spec", "template", "spec", "domain", "features", "smm"),
+    ("spec", "template", "spec", "domain", "devices", "interfaces"),
+]
+
+
+def _put(obj, path, value):
+    for key in path[:-1]:
+        if not isinstance(obj.get(key), dict):
+            obj[key] = {}
+        obj = obj[key]
+    obj[path[-1]] = value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PLACES), _json), min_size=1, max_size=4))
+def test_hostile_manifests_never_crash(edits):
+    obj = vm({"hooks.kubevirt.io/hookSidecars": SIDECARS})
+    for path, value in edits:
+        _put(obj, path, value)
+    try:
+        results = kubevirt_check.check_documents([obj])
+    except InputError:
+        return
+    kubevirt_check.render(results)
+    assert kubevirt_check.exit_status(results) in (0, 1, 2)
