@@ -457,38 +457,39 @@ def kubevirt():
     """
 
 
+def _configmap_name(_ctx, _param, value):
+    if not _K8S_NAME.match(value):
+        raise click.BadParameter("must be a DNS-1123 name (a-z, 0-9, '-')")
+    return value
+
+
 @kubevirt.command("sidecar-configmap")
 @click.option(
     "--name",
     default="nfd-snp-sidecar",
     show_default=True,
     metavar="NAME",
+    callback=_configmap_name,
     help="ConfigMap name (referenced by the VM's hookSidecars annotation).",
 )
 @click.option("--script", is_flag=True, help="Print only the script, not the ConfigMap.")
 def kubevirt_sidecar_configmap(name, script):
-    """Print a ConfigMap holding the self-contained onDefineDomain script.
+    """Print a ConfigMap holding the onDefineDomain script, as readable source.
 
-    The script embeds nfd-snp's own engine modules and needs only the Python standard
-    library, so it runs in KubeVirt's stock sidecar-shim image. Apply it, enable the
-    Sidecar feature gate and reference it from a VM (see deploy/kubevirt/).
+    The script is a short loader followed by nfd-snp's own engine modules, verbatim; it
+    needs only the Python standard library (3.9+), so it runs in KubeVirt's stock
+    sidecar-shim image. Apply it in each namespace that runs SEV-SNP VMs, enable the
+    Sidecar feature gate, and reference it from a VM or use `nfd-snp kubevirt
+    instancetypes` (docs/kubevirt.md).
 
     \b
-      nfd-snp kubevirt sidecar-configmap | kubectl apply -f -
+      nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
     """
     from nfd_snp import sidecar_bundle
 
-    if not _K8S_NAME.match(name):
-        raise click.BadParameter("must be a DNS-1123 name (a-z, 0-9, '-')", param_hint="--name")
     click.echo(
         sidecar_bundle.build_script() if script else sidecar_bundle.configmap(name), nl=False
     )
-
-
-def _configmap_name(_ctx, _param, value):
-    if not _K8S_NAME.match(value):
-        raise click.BadParameter("must be a DNS-1123 name (a-z, 0-9, '-')")
-    return value
 
 
 sidecar_configmap_option = click.option(
