@@ -448,7 +448,19 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
 
 @cli.group()
 def kubevirt():
-    """KubeVirt: the onDefineDomain hook sidecar that makes SEV-SNP VMs."""
+    """KubeVirt: the hook sidecar, SEV-SNP instancetypes, and an offline VM check.
+
+    \b
+      nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
+      nfd-snp kubevirt instancetypes | kubectl apply -f -
+      nfd-snp kubevirt check-vm my-vm.yaml
+    """
+
+
+def _configmap_name(_ctx, _param, value):
+    if not _K8S_NAME.match(value):
+        raise click.BadParameter("must be a DNS-1123 name (a-z, 0-9, '-')")
+    return value
 
 
 @kubevirt.command("sidecar-configmap")
@@ -457,26 +469,106 @@ def kubevirt():
     default="nfd-snp-sidecar",
     show_default=True,
     metavar="NAME",
+    callback=_configmap_name,
     help="ConfigMap name (referenced by the VM's hookSidecars annotation).",
 )
 @click.option("--script", is_flag=True, help="Print only the script, not the ConfigMap.")
 def kubevirt_sidecar_configmap(name, script):
-    """Print a ConfigMap holding the self-contained onDefineDomain script.
+    """Print a ConfigMap holding the onDefineDomain script, as readable source.
 
-    The script embeds nfd-snp's own engine modules and needs only the Python standard
-    library, so it runs in KubeVirt's stock sidecar-shim image. Apply it, enable the
-    Sidecar feature gate and reference it from a VM (see deploy/kubevirt/).
+    The script is a short loader followed by nfd-snp's own engine modules, verbatim; it
+    needs only the Python standard library (3.9+), so it runs in KubeVirt's stock
+    sidecar-shim image. Apply it in each namespace that runs SEV-SNP VMs, enable the
+    Sidecar feature gate, and reference it from a VM or use `nfd-snp kubevirt
+    instancetypes` (docs/kubevirt.md).
 
     \b
-      nfd-snp kubevirt sidecar-configmap | kubectl apply -f -
+      nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
     """
     from nfd_snp import sidecar_bundle
 
-    if not _K8S_NAME.match(name):
-        raise click.BadParameter("must be a DNS-1123 name (a-z, 0-9, '-')", param_hint="--name")
     click.echo(
         sidecar_bundle.build_script() if script else sidecar_bundle.configmap(name), nl=False
     )
+
+
+sidecar_configmap_option = click.option(
+    "--sidecar-configmap",
+    default="nfd-snp-sidecar",
+    show_default=True,
+    metavar="NAME",
+    callback=_configmap_name,
+    help="Name of the ConfigMap holding the sidecar script.",
+)
+
+
+@kubevirt.command("instancetypes")
+@sidecar_configmap_option
+@click.option(
+    "--snp-on-sev",
+    is_flag=True,
+    help="For KubeVirt before 1.7: SEV launch security made SEV-SNP by the sidecar.",
+)
+def kubevirt_instancetypes(sidecar_configmap, snp_on_sev):
+    """Print SEV-SNP instancetypes and the preference they need.
+
+    Cluster-scoped VirtualMachineClusterInstancetypes snp.small, snp.medium, snp.large and
+    snp.xlarge (launchSecurity.snp, KubeVirt 1.7+; with --snp-on-sev: snp-on-sev.*), each
+    with the node selector and the hook sidecar, and the VirtualMachineClusterPreference
+    snp (EFI without Secure Boot, no SMM). A VM then asks for SEV-SNP by name:
+
+    \b
+      spec:
+        instancetype: {name: snp.medium}
+        preference: {name: snp}
+    """
+    from nfd_snp import kubevirt_manifests as km
+
+    family = km.ON_SEV if snp_on_sev else km.UPSTREAM
+    click.echo(km.render(family, sidecar_configmap), nl=False)
+
+
+@kubevirt.command("check-vm")
+@click.argument(
+    "files",
+    nargs=-1,
+    required=True,
+    metavar="FILE|-...",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+)
+@sidecar_configmap_option
+@click.option(
+    "--vep-field",
+    is_flag=True,
+    help="Accept launchSecurity.sev.secureNestedPaging (only for a KubeVirt whose API "
+    "carries the field from VEP #58; upstream KubeVirt's does not).",
+)
+def kubevirt_check_vm(files, sidecar_configmap, vep_field):
+    """Check the SEV-SNP request of VM and VMI manifests, offline.
+
+    Reads VirtualMachines and VirtualMachineInstances (YAML or JSON, '-' for stdin), applies
+    the instancetype and preference a VM names as KubeVirt would (nfd-snp's are known;
+    pass other definitions as further files), and checks it with the rules of KubeVirt's
+    admission webhook and the code the sidecar runs. Exit status: 0 when every VM gets
+    SEV-SNP, 1 when one would not (each reason on its own line), 2 on unreadable input or a
+    VM that cannot be checked from it.
+
+    \b
+      nfd-snp kubevirt check-vm deploy/kubevirt/vm-snp.yaml
+      kubectl get vm my-vm -o yaml | nfd-snp kubevirt check-vm -
+    """
+    from nfd_snp import kubevirt_check
+
+    objects = []
+    for name in files:
+        with click.open_file(name, "rb") as handle:
+            data = handle.read(kubevirt_check.MAX_INPUT_BYTES + 1)
+        objects += kubevirt_check.load_documents(data, "stdin" if name == "-" else name)
+    results = kubevirt_check.check_documents(
+        objects, configmap=sidecar_configmap, vep_field=vep_field
+    )
+    click.echo(kubevirt_check.render(results), nl=False)
+    click.get_current_context().exit(kubevirt_check.exit_status(results))
 
 
 def main() -> None:

@@ -108,16 +108,35 @@ def snp_request(vmi: dict):
     return SnpOptions.from_strings(options, "VMI annotations")
 
 
+def kubevirt_snp_firmware(vmi: dict, root):
+    """The firmware KubeVirt chose for a VMI with upstream launchSecurity.snp, else None.
+
+    KubeVirt 1.7+ boots such a VMI from a stateless ROM (OVMF.amdsev.fd in the launcher
+    image: converter/compute/os.go, `BootLoader.Type = "rom"`); the sidecar keeps it unless
+    the VMI names another one. The SEV path's pflash image cannot boot an SNP guest (KVM
+    gives protected guests no read-only memory for pflash), so it is not kept.
+    """
+    spec = vmi.get("spec") or {}
+    launch = (spec.get("domain") or {}).get("launchSecurity") or {}
+    loader = root.find("os/loader")
+    if launch.get("snp") is None or loader is None or loader.get("type") != "rom":
+        return None
+    return (loader.text or "").strip() or None
+
+
 def on_define_domain(vmi_text, domain_xml) -> str:
     """The domain XML to hand back to KubeVirt for this VMI."""
-    options = snp_request(parse_vmi(vmi_text))
+    vmi = parse_vmi(vmi_text)
+    options = snp_request(vmi)
     if options is None:
         return domain_xml if isinstance(domain_xml, str) else domain_xml.decode("utf-8")
     root = xmlio.parse(domain_xml, what="domain XML from KubeVirt")
+    if options.firmware is None:
+        options.firmware = kubevirt_snp_firmware(vmi, root)
     engine.set_request(root, options)
-    # No node facts inside the VM's pod: cbitpos/reducedPhysBits come from KubeVirt's own SEV
-    # conversion (node labels), and the firmware from libvirt's autoselection or the
-    # sev-snp.kubevirt.io/firmware annotation.
+    # No node facts inside the VM's pod: cbitpos/reducedPhysBits come from KubeVirt's own
+    # conversion or libvirt, and the firmware from the sev-snp.kubevirt.io/firmware
+    # annotation, KubeVirt's SNP choice, or libvirt's autoselection.
     engine.rewrite(root, None)
     return xmlio.serialize(root)
 

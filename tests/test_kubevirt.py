@@ -1,5 +1,6 @@
-"""KubeVirt: the onDefineDomain sidecar (as the shim runs it), the generated self-contained
-script in a venv without lxml, and the deploy/kubevirt manifests."""
+"""KubeVirt's onDefineDomain sidecar as the shim runs it: which VMIs ask for SEV-SNP, what
+their domain becomes, and what is refused. The generated one-file script is tested in
+test_sidecar_bundle.py, the manifests in test_manifests.py."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nfd_snp import kubevirt, sidecar_bundle
+from nfd_snp import kubevirt
 from nfd_snp.domain import xmlio
 from nfd_snp.errors import InputError
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO
 
 OWN = REPO / "tests" / "data" / "domains"
 KV_DOMAIN = (OWN / "kubevirt-sev.xml").read_text()
+# The domain KubeVirt 1.7+ defines for launchSecurity.snp: a stateless ROM firmware and
+# <launchSecurity type='sev-snp'><policy>0x30000</policy> (converter/compute/*.go).
+KV_SNP_DOMAIN = (REPO / "tests" / "data" / "kubevirt" / "kubevirt-snp.xml").read_text()
 HOST_DATA = base64.b64encode(b"h" * 32).decode()
 
 
@@ -74,9 +78,7 @@ def test_three_ways_to_ask(how):
         request = vmi(annotations, {"sev": {"secureNestedPaging": True}})
     else:  # upstream KubeVirt already made it sev-snp; the sidecar adds the options
         request = vmi(annotations, {"snp": {}})
-        domain = KV_DOMAIN.replace(
-            '<launchSecurity type="sev">', '<launchSecurity type="sev-snp">'
-        ).replace("0x0007", "0x30000")
+        domain = KV_SNP_DOMAIN
     root = xmlio.parse(kubevirt.on_define_domain(request, domain))
     ls = root.find("launchSecurity")
     assert ls.get("type") == "sev-snp" and ls.find("hostData").text == HOST_DATA
@@ -200,121 +202,36 @@ def test_large_vmi_json():
         kubevirt.parse_vmi(vmi(too_big))
 
 
-# -- the self-contained script in a venv without lxml ----------------------------------------
+# -- upstream launchSecurity.snp keeps KubeVirt's firmware ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def bare_python(tmp_path_factory):
-    """A venv with nothing but the standard library (like the sidecar-shim image)."""
-    env = tmp_path_factory.mktemp("bare")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    python = env / "bin" / "python"
-    for module in ("lxml", "libvirt", "click", "nfd_snp"):
-        probe = subprocess.run([str(python), "-I", "-c", f"import {module}"], capture_output=True)
-        assert probe.returncode != 0, f"{module} must not be importable in the bare venv"
-    return str(python)
-
-
-@pytest.fixture(scope="module")
-def script(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sidecar") / "onDefineDomain"
-    path.write_text(sidecar_bundle.build_script())
-    path.chmod(0o755)
-    return path
-
-
-def test_script_embeds_the_package_modules_verbatim():
-    namespace: dict = {}
-    exec(sidecar_bundle.build_script().split("PACKAGES =")[0], namespace)
-    for name, rel in sidecar_bundle.MODULES:
-        assert namespace["SOURCES"][name] == (REPO / "nfd_snp" / rel).read_text(), name
-
-
-def _domains():
-    paths = sorted(OWN.glob("*.xml"))
-    if (SHARED / "fixtures" / "domains").is_dir():
-        paths += sorted((SHARED / "fixtures" / "domains").glob("*.xml"))
-    return paths
-
-
-@pytest.mark.parametrize("path", _domains(), ids=lambda p: p.name)
-def test_script_under_stdlib_matches_lxml_engine(bare_python, script, path):
-    request = vmi({**ASK, "sev-snp.kubevirt.io/vcek": "yes"})
-    domain = path.read_text()
-    bare = run_entry(["--vmi", request, "--domain", domain], python=bare_python, script=script)
-    lxml_run = run_entry(["--vmi", request, "--domain", domain])
-    assert (bare.returncode, bare.stderr) == (lxml_run.returncode, lxml_run.stderr)
-    if bare.returncode == 0:
-        assert canonical(bare.stdout) == canonical(lxml_run.stdout)
-        assert xmlio.parse(bare.stdout).find("launchSecurity").get("type") == "sev-snp"
-
-
-def test_script_passes_unasked_vmis_and_rejects_bad_input(bare_python, script):
-    proc = run_entry(["--vmi", vmi(), "--domain", KV_DOMAIN], python=bare_python, script=script)
-    assert (proc.returncode, proc.stdout) == (0, KV_DOMAIN)
-    proc = run_entry(
-        ["--vmi", vmi(ASK), "--domain", "<domain>" + "<a>" * 300 + "</domain>"],
-        python=bare_python,
-        script=script,
+def test_upstream_snp_keeps_the_firmware_kubevirt_chose():
+    out = kubevirt.on_define_domain(
+        vmi({"sev-snp.kubevirt.io/host-data": HOST_DATA}, {"snp": {}}), KV_SNP_DOMAIN
     )
-    assert proc.returncode == 2 and "deeper than 256 levels" in proc.stderr
+    root = xmlio.parse(out)
+    loader = root.find("os/loader")
+    assert (loader.get("type"), loader.text) == ("rom", "/usr/share/OVMF/OVMF.amdsev.fd")
+    assert root.find("os").get("firmware") is None and root.find("os/nvram") is None
+    ls = root.find("launchSecurity")
+    assert int(ls.find("policy").text, 16) == 0x30000 and ls.find("hostData").text == HOST_DATA
 
 
-# -- manifests ----------------------------------------------------------------------------
-
-DEPLOY = REPO / "deploy" / "kubevirt"
-
-
-def test_committed_configmap_is_the_generated_one():
-    assert (DEPLOY / "sidecar-configmap.yaml").read_text() == sidecar_bundle.configmap(
-        "nfd-snp-sidecar"
-    ), "stale: nfd-snp kubevirt sidecar-configmap > deploy/kubevirt/sidecar-configmap.yaml"
+def test_upstream_snp_firmware_annotation_wins():
+    annotations = {"sev-snp.kubevirt.io/firmware": "/opt/ovmf/OVMF.snp.fd"}
+    root = xmlio.parse(kubevirt.on_define_domain(vmi(annotations, {"snp": {}}), KV_SNP_DOMAIN))
+    assert root.find("os/loader").text == "/opt/ovmf/OVMF.snp.fd"
 
 
-def _manifests():
-    yaml = pytest.importorskip("yaml")
-    docs = {}
-    for path in sorted(DEPLOY.glob("*.yaml")):
-        docs[path.name] = yaml.safe_load(path.read_text())  # a YAML error fails the test
-    return docs
+def test_sev_path_does_not_keep_the_pflash_firmware():
+    # KubeVirt's SEV firmware is a pflash image with NVRAM, which an SNP guest cannot boot
+    # (no read-only memory for protected guests): libvirt's SNP autoselection replaces it.
+    root = xmlio.parse(kubevirt.on_define_domain(vmi(ASK), KV_DOMAIN))
+    assert root.find("os").get("firmware") == "efi"
+    assert root.find("os/loader").text is None and root.find("os/nvram") is None
 
 
-def test_configmap_validates_against_kubernetes_schema(tmp_path):
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    doc = _manifests()["sidecar-configmap.yaml"]
-    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
-    script = tmp_path / "onDefineDomain"
-    script.write_text(doc["data"]["onDefineDomain"])
-    proc = run_entry(["--vmi", vmi(ASK), "--domain", KV_DOMAIN], script=script)
-    assert proc.returncode == 0 and "sev-snp" in proc.stdout
-
-
-@pytest.mark.parametrize("name", ["vm-snp.yaml", "vm-snp-hostdata.yaml"])
-def test_virtual_machines(name):
-    vm = _manifests()[name]
-    assert (vm["apiVersion"], vm["kind"]) == ("kubevirt.io/v1", "VirtualMachine")
-    template = vm["spec"]["template"]
-    spec = template["spec"]
-    assert spec["nodeSelector"] == {"sev-snp.node.kubevirt.io/enabled": "true"}
-    efi = spec["domain"]["firmware"]["bootloader"]["efi"]
-    assert efi == {"secureBoot": False, "persistent": False}
-    assert spec["domain"]["launchSecurity"] == {"sev": {}}
-    sidecars = json.loads(template["metadata"]["annotations"]["hooks.kubevirt.io/hookSidecars"])
-    configmap = _manifests()["sidecar-configmap.yaml"]
-    assert sidecars[0]["configMap"] == {
-        "name": configmap["metadata"]["name"],
-        "key": "onDefineDomain",
-        "hookPath": "/usr/bin/onDefineDomain",
-    }
-    # the VMI KubeVirt makes from this template asks for SNP with valid options
-    request = json.dumps({"metadata": template["metadata"], "spec": spec})
-    options = kubevirt.snp_request(json.loads(request))
-    assert options is not None
-    out = kubevirt.on_define_domain(request, KV_DOMAIN)
-    assert xmlio.parse(out).find("launchSecurity").get("type") == "sev-snp"
-
-
-def test_feature_gates_patch():
-    cr = _manifests()["kubevirt-feature-gates.yaml"]
-    gates = cr["spec"]["configuration"]["developerConfiguration"]["featureGates"]
-    assert {"Sidecar", "WorkloadEncryptionSEV"} <= set(gates)
+def test_upstream_snp_second_pass_changes_nothing():
+    request = vmi({"sev-snp.kubevirt.io/vcek": "no"}, {"snp": {}})
+    once = kubevirt.on_define_domain(request, KV_SNP_DOMAIN)
+    assert kubevirt.on_define_domain(request, once) == once

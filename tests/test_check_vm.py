@@ -1,0 +1,342 @@
+"""`nfd-snp kubevirt check-vm`: the mistakes that would otherwise surface only in the cluster
+(a refused VM, "exit status 1" on a VMI, or an SEV VM silently started without SNP) are
+named before `kubectl apply`, with the same code the sidecar runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nfd_snp import kubevirt_check
+from nfd_snp.cli import cli
+from nfd_snp.errors import InputError
+from tests.conftest import REPO
+
+yaml = pytest.importorskip("yaml")
+DEPLOY = REPO / "deploy" / "kubevirt"
+HOST_DATA = "aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg="
+SIDECARS = json.dumps(
+    [
+        {
+            "args": ["--version", "v1alpha2"],
+            "configMap": {
+                "name": "nfd-snp-sidecar",
+                "key": "onDefineDomain",
+                "hookPath": "/usr/bin/onDefineDomain",
+            },
+        }
+    ]
+)
+
+
+def check_vm(*args, stdin=None):
+    result = CliRunner().invoke(cli, ["kubevirt", "check-vm", *args], input=stdin)
+    return result.exit_code, result.output
+
+
+def vm(annotations=None, domain=None, by_name=True, name="vm", **spec):
+    """A VirtualMachine; by default it names snp.medium and the snp preference."""
+    body = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": annotations or {}},
+                "spec": {"domain": {"devices": {}, **(domain or {})}, **spec},
+            }
+        },
+    }
+    if by_name:
+        body["spec"]["instancetype"] = {"name": "snp.medium"}
+        body["spec"]["preference"] = {"name": "snp"}
+    return body
+
+
+def dump(*objects) -> str:
+    return yaml.safe_dump_all(objects)
+
+
+EFI = {"firmware": {"bootloader": {"efi": {"secureBoot": False}}}}
+SELECTOR = {"nodeSelector": {"sev-snp.node.kubevirt.io/enabled": "true"}}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DEPLOY.glob("vm-*.yaml")))
+def test_shipped_examples_pass(name):
+    status, out = check_vm(str(DEPLOY / name))
+    assert status == 0, out
+    assert ": SEV-SNP (" in out and "error" not in out
+
+
+def test_a_vm_spelled_out_without_instancetypes_passes():
+    spelled = vm(
+        annotations={"hooks.kubevirt.io/hookSidecars": SIDECARS},
+        domain={"launchSecurity": {"snp": {}}, **EFI},
+        by_name=False,
+        **SELECTOR,
+    )
+    status, out = check_vm("-", stdin=dump(spelled))
+    assert (status, out) == (
+        0,
+        "VirtualMachine vm: SEV-SNP (launchSecurity.snp); default options\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        # what KubeVirt's instancetype code refuses
+        (vm(nodeSelector={"zone": "a"}), "nodeSelector conflicts with instancetype snp.medium"),
+        (vm(domain={"memory": {"guest": "1Gi"}}), "memory.guest conflicts with instancetype"),
+        (
+            vm(annotations={"hooks.kubevirt.io/hookSidecars": "[]"}),
+            "annotation hooks.kubevirt.io/hookSidecars conflicts with instancetype",
+        ),
+        # what KubeVirt's admission webhook refuses
+        (
+            vm(domain={"launchSecurity": {"snp": {}}}, by_name=False, **SELECTOR),
+            "SNP requires UEFI",
+        ),
+        (
+            vm(domain={"firmware": {"bootloader": {"efi": {}}}}),
+            "does not work along with Secure Boot",
+        ),
+        (
+            vm(
+                domain={
+                    "firmware": {"bootloader": {"efi": {"secureBoot": False, "persistent": True}}}
+                }
+            ),
+            "persistent EFI variables",
+        ),
+        (vm(domain={"features": {"smm": {}}}), "cannot use SMM"),
+        # what the sidecar refuses at define time (only "exit status 1" on the VMI)
+        (vm({"sev-snp.kubevirt.io/host-data": "c2hvcnQ="}), "hostData: decodes to 5 bytes"),
+        (vm({"sev-snp.kubevirt.io/policy": "0x1"}), "bit 17 is reserved"),
+        (
+            vm({"sev-snp.kubevirt.io/hostdata": "x"}),
+            "unknown annotation sev-snp.kubevirt.io/hostdata",
+        ),
+        (
+            vm({"sev-snp.kubevirt.io/kernel-hashes": "yes"}),
+            "the sidecar would refuse it: kernelHashes='yes' measures a directly booted kernel",
+        ),
+        # what would go wrong silently
+        (
+            vm(
+                {"sev-snp.kubevirt.io/host-data": HOST_DATA},
+                {"launchSecurity": {"snp": {}}, **EFI},
+                by_name=False,
+            ),
+            "the annotations sev-snp.kubevirt.io/host-data would be ignored",
+        ),
+        (
+            vm(
+                {"sev-snp.kubevirt.io/secure-nested-paging": "true"},
+                {"launchSecurity": {"sev": {}}, **EFI},
+                by_name=False,
+                **SELECTOR,
+            ),
+            "KubeVirt would start it as a plain SEV guest",
+        ),
+        (
+            vm(
+                {
+                    "sev-snp.kubevirt.io/secure-nested-paging": "true",
+                    "hooks.kubevirt.io/hookSidecars": SIDECARS,
+                },
+                {"launchSecurity": {"sev": {}}, **EFI},
+                by_name=False,
+            ),
+            "may be scheduled on a node where SEV-SNP guests cannot run",
+        ),
+        (
+            vm(
+                {"hooks.kubevirt.io/hookSidecars": SIDECARS.replace("v1alpha2", "v9")},
+                {"launchSecurity": {"snp": {}}, **EFI},
+                by_name=False,
+            ),
+            "needs args [--version, v1alpha2]",
+        ),
+        # not asking at all
+        (vm(by_name=False), "does not ask for SEV-SNP"),
+        (vm(domain={"launchSecurity": {"sev": {}}, **EFI}, by_name=False), "asks for SEV, not"),
+    ],
+)
+def test_each_mistake_is_named(obj, message):
+    status, out = check_vm("-", stdin=dump(obj))
+    assert status == 1, out
+    assert message in out and "Traceback" not in out
+
+
+def test_the_vep_field_is_refused_unless_the_cluster_carries_it():
+    obj = vm(
+        {"hooks.kubevirt.io/hookSidecars": SIDECARS},
+        {"launchSecurity": {"sev": {"secureNestedPaging": True}}, **EFI},
+        by_name=False,
+        **SELECTOR,
+    )
+    status, out = check_vm("-", stdin=dump(obj))
+    assert status == 1 and "KubeVirt's API has no launchSecurity.sev.secureNestedPaging" in out
+    status, out = check_vm("--vep-field", "-", stdin=dump(obj))
+    assert status == 0, out
+    assert "SEV-SNP (launchSecurity.sev.secureNestedPaging)" in out
+
+
+def test_a_vmi_and_a_list_in_json():
+    vmi = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": "vmi",
+            "namespace": "team-a",
+            "annotations": {
+                "hooks.kubevirt.io/hookSidecars": SIDECARS,
+                "sev-snp.kubevirt.io/host-data": HOST_DATA,
+                "sev-snp.kubevirt.io/policy": "0x30000",
+            },
+        },
+        "spec": {"domain": {"devices": {}, "launchSecurity": {"snp": {}}, **EFI}, **SELECTOR},
+    }
+    listed = {"apiVersion": "v1", "kind": "List", "items": [vmi, vm(name="plain", by_name=False)]}
+    status, out = check_vm("-", stdin=json.dumps(listed))
+    assert status == 1
+    assert out.splitlines()[0] == (
+        "VirtualMachineInstance team-a/vmi: SEV-SNP (launchSecurity.snp); options: hostData, "
+        "policy=0x00030000"
+    )
+    assert out.splitlines()[1] == "VirtualMachine plain: not an SEV-SNP VM"
+
+
+def test_other_instancetypes_come_from_the_input(tmp_path):
+    mine = {
+        "apiVersion": "instancetype.kubevirt.io/v1beta1",
+        "kind": "VirtualMachineClusterInstancetype",
+        "metadata": {"name": "big"},
+        "spec": {"cpu": {"guest": 16}, "memory": {"guest": "64Gi"}},
+    }
+    obj = vm()
+    obj["spec"]["instancetype"] = {"name": "big"}
+    status, out = check_vm("-", stdin=dump(obj))
+    assert status == 2
+    assert "cannot check: instancetype VirtualMachineClusterInstancetype/big is not one of" in out
+    definitions = tmp_path / "big.yaml"
+    definitions.write_text(dump(mine))
+    status, out = check_vm(str(definitions), "-", stdin=dump(obj))
+    assert status == 1 and "does not ask for SEV-SNP" in out
+
+
+def test_a_renamed_sidecar_configmap():
+    obj = vm(
+        {"hooks.kubevirt.io/hookSidecars": SIDECARS.replace("nfd-snp-sidecar", "snp-hook")},
+        {"launchSecurity": {"snp": {}}, **EFI},
+        by_name=False,
+        **SELECTOR,
+    )
+    status, _out = check_vm("--sidecar-configmap", "snp-hook", "-", stdin=dump(obj))
+    assert status == 0
+
+
+@pytest.mark.parametrize(
+    "stdin, message",
+    [
+        ("a: [b\n", "stdin: not valid YAML at line 2"),
+        ("{not json", "stdin: not valid JSON"),
+        ("kind: ConfigMap\n", "no VirtualMachine or VirtualMachineInstance in the input"),
+        ("- 1\n- 2\n", "a document is not a Kubernetes object"),
+        ("\udcff", "not UTF-8"),
+    ],
+)
+def test_unreadable_input_exits_2(stdin, message):
+    data = stdin.encode("utf-8", "surrogateescape")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nfd_snp", "kubevirt", "check-vm", "-"],
+        input=data,
+        capture_output=True,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr.decode() and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_missing_file_is_a_usage_error():
+    status, out = check_vm("/nonexistent/vm.yaml")
+    assert status == 2 and "does not exist" in out
+
+
+def test_the_documented_vms_pass():
+    from tests.test_manifests import docs_documents
+
+    vms = [doc for _where, doc in docs_documents() if doc["kind"] == "VirtualMachine"]
+    assert len(vms) >= 2
+    status, out = check_vm("-", stdin=dump(*vms))
+    assert status == 0, out
+
+
+def test_the_documented_console_output_is_what_check_vm_prints(monkeypatch):
+    monkeypatch.chdir(REPO)
+    text = (REPO / "docs" / "kubevirt.md").read_text()
+    runs = re.findall(r"^\$ (nfd-snp kubevirt check-vm .*)\n((?:[^$`].*\n)+)", text, re.M)
+    assert runs
+    for command, shown in runs:
+        status, out = check_vm(*shlex.split(command)[3:])
+        assert (status, out) == (0, shown), command
+
+
+# -- hostile input: anything anywhere is a verdict or an input error, never a crash ---------
+
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_PLACES = [
+    ("metadata",),
+    ("spec",),
+    ("spec", "instancetype"),
+    ("spec", "preference"),
+    ("spec", "template"),
+    ("spec", "template", "metadata", "annotations"),
+    ("spec", "template", "metadata", "annotations", "hooks.kubevirt.io/hookSidecars"),
+    ("spec", "template", "metadata", "annotations", "sev-snp.kubevirt.io/policy"),
+    ("spec", "template", "spec"),
+    ("spec", "template", "spec", "nodeSelector"),
+    ("spec", "template", "spec", "domain"),
+    ("spec", "template", "spec", "domain", "launchSecurity"),
+    ("spec", "template", "spec", "domain", "launchSecurity", "sev"),
+    ("spec", "template", "spec", "domain", "firmware"),
+    ("spec", "template", "spec", "domain", "firmware", "bootloader", "efi"),
+    ("spec", "template", "spec", "domain", "features", "smm"),
+    ("spec", "template", "spec", "domain", "devices", "interfaces"),
+]
+
+
+def _put(obj, path, value):
+    for key in path[:-1]:
+        if not isinstance(obj.get(key), dict):
+            obj[key] = {}
+        obj = obj[key]
+    obj[path[-1]] = value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PLACES), _json), min_size=1, max_size=4))
+def test_hostile_manifests_never_crash(edits):
+    obj = vm({"hooks.kubevirt.io/hookSidecars": SIDECARS})
+    for path, value in edits:
+        _put(obj, path, value)
+    try:
+        results = kubevirt_check.check_documents([obj])
+    except InputError:
+        return
+    kubevirt_check.render(results)
+    assert kubevirt_check.exit_status(results) in (0, 1, 2)
