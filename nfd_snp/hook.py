@@ -42,7 +42,8 @@ def _ready_node():
 
 
 def _validate(root) -> None:
-    from nfd_snp.domain import schema, xmlio
+    from nfd_snp import xmlio
+    from nfd_snp.domain import schema
 
     schema_dir = schema.host_schema_dir()
     if schema_dir is not None and xmlio.is_lxml(root):
@@ -50,7 +51,8 @@ def _validate(root) -> None:
 
 
 def _run(name: str, operation: str, data: bytes, out) -> int:
-    from nfd_snp.domain import engine, xmlio
+    from nfd_snp import xmlio
+    from nfd_snp.domain import engine
 
     root = xmlio.parse(data)
     if engine.requested_options(root) is None:

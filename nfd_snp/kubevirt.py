@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import sys
 
-from nfd_snp.domain import engine, xmlio
+from nfd_snp import xmlio
+from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
 from nfd_snp.errors import DomainError, InputError, NfdSnpError
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from nfd_snp.cli import cli
-from nfd_snp.domain import xmlio
+from nfd_snp import xmlio
 from tests.conftest import REPO, need
 
 OWN = REPO / "tests" / "data" / "domains"
@@ -59,7 +59,8 @@ CONVERT_IN_TEST_DRIVER = """
     import sys, libvirt
     sys.path.insert(0, "/opt/nfd-snp-test")
     from nfd_snp.cli import cli
-    from nfd_snp.domain import engine, xmlio
+    from nfd_snp import xmlio
+    from nfd_snp.domain import engine
     # test:///default is one shared driver per process: define, convert, then look.
     conn = libvirt.open("test:///default")
     conn.defineXML(open("/opt/nfd-snp-test/{fixture}").read())

@@ -6,7 +6,8 @@ import difflib
 import os
 from typing import Optional
 
-from nfd_snp.domain import engine, node as node_facts, schema, xmlio
+from nfd_snp import xmlio
+from nfd_snp.domain import engine, node as node_facts, schema
 from nfd_snp.domain.options import SnpOptions
 from nfd_snp.errors import DomainError, InputError, NfdSnpError
 

@@ -32,7 +32,7 @@ from nfd_snp.domain.options import (
     parse_bool,
     parse_policy,
 )
-from nfd_snp.domain.xmlio import NFD_SNP_NS, is_element, new_child
+from nfd_snp.xmlio import NFD_SNP_NS, is_element, new_child
 from nfd_snp.errors import DomainError
 
 MARKER = "{%s}sev-snp" % NFD_SNP_NS
