@@ -441,9 +441,11 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
     from nfd_snp.domain.cli_support import convert, load_node
 
     node = _node_facts(load_node, facts)
-    result = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
+    result, warning = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
     if dry_run:
         click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
+        if warning:
+            click.echo(f"nfd-snp: warning: {warning}", err=True)
     else:
         click.echo(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
 
