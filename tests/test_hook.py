@@ -164,6 +164,21 @@ def test_prepare_refuses_invalid_options(facts):
     assert "hostData: decodes to 6 bytes, must be exactly 32" in line
 
 
+@pytest.mark.parametrize(
+    "op, data", [("prepare", CONVERTED), ("restore", MARKED)], ids=["prepare", "restore"]
+)
+def test_snp_domains_are_handled_without_lxml(op, data, facts):
+    """The hot path parses with the standard library: lxml's import alone costs about twice
+    the interpreter's start (bench/hook.py)."""
+    facts.write()
+    proc = run_hook(op, "begin", data, facts.path, "-X", "importtime")
+    assert proc.returncode == 0
+    imported = proc.stderr.decode()
+    assert " nfd_snp.domain.engine" in imported
+    for heavy in ("lxml", "click", "libvirt", "nfd_snp.domain.schema"):
+        assert f" {heavy}" not in imported, heavy
+
+
 @pytest.mark.parametrize("op", ["migrate", "restore"])
 def test_filter_operations_print_rewritten_xml(op, facts):
     facts.write()

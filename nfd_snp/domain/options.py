@@ -15,7 +15,6 @@ C-bit, firmware) are a separate step, `with_defaults`.
 
 from __future__ import annotations
 
-import binascii
 from nfd_snp.errors import DomainError
 
 # SNP guest policy (SEV-SNP ABI, "Guest Policy"): 7:0 ABI minor, 15:8 ABI major, 16 SMT,
@@ -147,8 +146,11 @@ class Base64(Kind):
         self.describe = f"base64 of exactly {size} bytes"
 
     def parse(self, text: str, label: str) -> str:
+        # Checked by hand rather than with base64's validate=True, which imports `re`, and
+        # binascii imported here: the hook's prepare check of most domains never needs it.
+        import binascii
+
         value = "".join(text.split())
-        # Checked by hand rather than with base64's validate=True, which imports `re`.
         body = value.rstrip("=")
         if len(value) % 4 or len(value) - len(body) > 2 or body.strip(_BASE64_ALPHABET):
             raise DomainError(f"{label}: not valid base64")
