@@ -327,7 +327,19 @@ def run(config_path, **options):
     click.get_current_context().exit(service.run())
 
 
-@cli.group()
+class DomainGroup(click.Group):
+    """`nfd-snp domain`, whose help lists the SEV-SNP options from their declarations."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help_text(ctx, formatter)
+        # Imported only to show help: the options module is not on any command's start-up path.
+        from nfd_snp.domain.options import OPTIONS
+
+        with formatter.section("SEV-SNP options (--option NAME=VALUE, or marker attributes)"):
+            formatter.write_dl([(name, field.help_line) for name, field in OPTIONS.items()])
+
+
+@cli.group(cls=DomainGroup)
 def domain():
     """Make libvirt domains SEV-SNP guests (the engine behind the hook and the sidecar).
 
@@ -335,16 +347,6 @@ def domain():
     <metadata><snp:sev-snp xmlns:snp="urn:nfd-snp:1" policy="0x30000"/></metadata>,
     whose optional attributes are the options below; the libvirt hook then refuses to
     start it unless it is a valid SNP guest for the node.
-
-    \b
-    Options (--option NAME=VALUE, or marker attributes):
-      policy                   SNP guest policy, hex (default 0x00030000)
-      hostData                 32 bytes, base64
-      idBlock / idAuth         96 / 4096 bytes, base64
-      guestVisibleWorkarounds  16 bytes, base64
-      authorKey, vcek          yes|no (authorKey needs idAuth)
-      kernelHashes             yes|no (needs direct kernel boot)
-      firmware                 absolute path of an SNP-capable OVMF image
     """
 
 
@@ -439,9 +441,11 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
     from nfd_snp.domain.cli_support import convert, load_node
 
     node = _node_facts(load_node, facts)
-    result = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
+    result, warning = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
     if dry_run:
         click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
+        if warning:
+            click.echo(f"nfd-snp: warning: {warning}", err=True)
     else:
         click.echo(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
 

@@ -11,9 +11,9 @@ Asking (DESIGN.md): `spec.domain.launchSecurity.sev.secureNestedPaging: true` (K
 `sev-snp.kubevirt.io/<policy|host-data|id-block|...>`. A VMI that did not ask gets its domain
 back byte for byte; one that asked but cannot be served fails the define (fail-closed).
 
-Standard library only (plus nfd_snp.errors and nfd_snp.domain): this module is bundled into
-the single script of `nfd-snp kubevirt sidecar-configmap`, which runs in the stock
-sidecar-shim image without lxml.
+Standard library only (plus nfd_snp.errors, nfd_snp.xmlio and nfd_snp.domain): this module
+is bundled into the single script of `nfd-snp kubevirt sidecar-configmap`, which runs in the
+stock sidecar-shim image without lxml.
 """
 
 from __future__ import annotations
@@ -21,23 +21,13 @@ from __future__ import annotations
 import json
 import sys
 
-from nfd_snp.domain import engine, xmlio
-from nfd_snp.domain.options import SnpOptions
+from nfd_snp import xmlio
+from nfd_snp.domain import engine
+from nfd_snp.domain.options import ANNOTATIONS, SnpOptions
 from nfd_snp.errors import DomainError, InputError, NfdSnpError
 
 ANNOTATION_PREFIX = "sev-snp.kubevirt.io/"
 REQUEST_ANNOTATION = ANNOTATION_PREFIX + "secure-nested-paging"
-OPTION_ANNOTATIONS = {
-    "policy": "policy",
-    "host-data": "hostData",
-    "id-block": "idBlock",
-    "id-auth": "idAuth",
-    "guest-visible-workarounds": "guestVisibleWorkarounds",
-    "author-key": "authorKey",
-    "vcek": "vcek",
-    "kernel-hashes": "kernelHashes",
-    "firmware": "firmware",
-}
 MAX_VMI_BYTES = 4 * 1024 * 1024
 USAGE = "usage: onDefineDomain --vmi <VMI JSON> --domain <domain XML>"
 
@@ -98,14 +88,14 @@ def snp_request(vmi: dict):
     for key, value in annotations.items():
         if not key.startswith(ANNOTATION_PREFIX) or key == REQUEST_ANNOTATION:
             continue
-        name = key[len(ANNOTATION_PREFIX) :]
-        if name not in OPTION_ANNOTATIONS:
-            known = ", ".join(ANNOTATION_PREFIX + n for n in OPTION_ANNOTATIONS)
+        field = ANNOTATIONS.get(key[len(ANNOTATION_PREFIX) :])
+        if field is None:
+            known = ", ".join(ANNOTATION_PREFIX + n for n in ANNOTATIONS)
             raise DomainError(f"unknown annotation {key} (known: {known})")
         if not isinstance(value, str):
             raise DomainError(f"annotation {key} must be a string")
-        options[OPTION_ANNOTATIONS[name]] = value
-    return SnpOptions.from_strings(options, "VMI annotations")
+        options[field.name] = field.kind.parse(value, f"annotation {key}")
+    return SnpOptions(**options)
 
 
 def kubevirt_snp_firmware(vmi: dict, root):

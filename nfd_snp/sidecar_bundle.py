@@ -21,8 +21,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 MODULES = (
     ("nfd_snp", "__init__.py"),
     ("nfd_snp.errors", "errors.py"),
+    ("nfd_snp.xmlio", "xmlio.py"),
     ("nfd_snp.domain", "domain/__init__.py"),
-    ("nfd_snp.domain.xmlio", "domain/xmlio.py"),
     ("nfd_snp.domain.options", "domain/options.py"),
     ("nfd_snp.domain.engine", "domain/engine.py"),
     ("nfd_snp.kubevirt", "kubevirt.py"),

@@ -119,7 +119,10 @@ def test_a_vm_spelled_out_without_instancetypes_passes():
         ),
         (vm(domain={"features": {"smm": {}}}), "cannot use SMM"),
         # what the sidecar refuses at define time (only "exit status 1" on the VMI)
-        (vm({"sev-snp.kubevirt.io/host-data": "c2hvcnQ="}), "hostData: decodes to 5 bytes"),
+        (
+            vm({"sev-snp.kubevirt.io/host-data": "c2hvcnQ="}),
+            "annotation sev-snp.kubevirt.io/host-data: decodes to 5 bytes",
+        ),
         (vm({"sev-snp.kubevirt.io/policy": "0x1"}), "bit 17 is reserved"),
         (
             vm({"sev-snp.kubevirt.io/hostdata": "x"}),

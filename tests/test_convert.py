@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from nfd_snp.cli import cli
-from nfd_snp.domain import xmlio
+from nfd_snp import xmlio
 from tests.conftest import REPO, need
 
 OWN = REPO / "tests" / "data" / "domains"
@@ -59,7 +59,8 @@ CONVERT_IN_TEST_DRIVER = """
     import sys, libvirt
     sys.path.insert(0, "/opt/nfd-snp-test")
     from nfd_snp.cli import cli
-    from nfd_snp.domain import engine, xmlio
+    from nfd_snp import xmlio
+    from nfd_snp.domain import engine
     # test:///default is one shared driver per process: define, convert, then look.
     conn = libvirt.open("test:///default")
     conn.defineXML(open("/opt/nfd-snp-test/{fixture}").read())
@@ -104,6 +105,31 @@ def test_convert_defines_in_libvirt_that_knows_snp(trixie_chroot, fixture, name,
         assert "<hostData>" + "A" * 43 + "=</hostData>" in proc.stdout
 
 
+DRY_RUN_IN_TEST_DRIVER = """
+    import sys, libvirt
+    sys.path.insert(0, "/opt/nfd-snp-test")
+    from click.testing import CliRunner
+    from nfd_snp.cli import cli
+    conn = libvirt.open("test:///default")
+    conn.defineXML(open("/opt/nfd-snp-test/direct-kernel.xml").read())
+    args = ["domain", "convert", "direct", "--connect", "test:///default", "--facts", "none"]
+    result = CliRunner().invoke(cli, [*args, "--dry-run"])
+    print(result.exit_code)
+    print(result.output, end="")
+"""
+
+
+def test_dry_run_in_libvirt_that_knows_snp_shows_only_the_conversion(trixie_chroot):
+    proc = run_in_chroot(trixie_chroot, DRY_RUN_IN_TEST_DRIVER, OWN / "direct-kernel.xml")
+    assert proc.returncode == 0, proc.stderr
+    code, *lines = proc.stdout.splitlines()
+    assert code == "0" and lines[:2] == ["--- direct (defined)", "+++ direct (SEV-SNP)"]
+    assert not any("warning" in line for line in lines)
+    removed = [line for line in lines[2:] if line.startswith("-")]
+    assert removed == ["-  <os>"], removed
+    assert '+  <launchSecurity type="sev-snp">' in lines
+
+
 # -- the host's libvirt 9.0, which predates sev-snp -------------------------------------------
 
 
@@ -134,24 +160,47 @@ def defined(libvirtd, tmp_path):
 
 def test_convert_refused_by_libvirt_without_snp(defined):
     name = defined(OWN / "direct-kernel.xml", "nfdsnp-convert-old")
+    before = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "dumpxml", "--inactive", name],
+        capture_output=True,
+        text=True,
+    ).stdout
     result = CliRunner().invoke(cli, ["domain", "convert", name, "--facts", "none"])
     assert result.exit_code == 1
     line = result.output.strip()
     assert line == (
-        f"nfd-snp: error: libvirt refused the SEV-SNP domain '{name}': XML error: "
-        "Invalid value for attribute 'type' in element 'launchSecurity': 'sev-snp'."
+        f"nfd-snp: error: cannot convert '{name}': libvirt 9.0.0 on qemu:///system predates "
+        "SEV-SNP guests: libvirt 10.5 or later is needed; the domain is unchanged"
     )
+    after = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "dumpxml", "--inactive", name],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert after == before
 
 
-def test_convert_dry_run_prints_a_diff_and_defines_nothing(defined):
+def test_convert_dry_run_prints_only_what_changes_and_defines_nothing(defined):
     name = defined(OWN / "direct-kernel.xml", "nfdsnp-convert-dry")
     before = subprocess.run(
         ["virsh", "-c", "qemu:///system", "dumpxml", name], capture_output=True, text=True
     ).stdout
     result = CliRunner().invoke(cli, ["domain", "convert", name, "--dry-run", "--facts", "none"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"--- {name} (defined)\n+++ {name} (SEV-SNP)\n")
-    assert '+  <launchSecurity type="sev-snp">' in result.output
+    assert result.stdout.startswith(f"--- {name} (defined)\n+++ {name} (SEV-SNP)\n")
+    assert '+  <launchSecurity type="sev-snp">' in result.stdout
+    # libvirt writes ' and lxml ": both sides are written alike, so only real changes show.
+    changed = [
+        line
+        for line in result.stdout.splitlines()[2:]
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert [line for line in changed if line.startswith("-")] == ["-  <os>"]
+    assert f"   <name>{name}</name>" in result.stdout.splitlines()
+    assert result.stderr == (
+        "nfd-snp: warning: libvirt 9.0.0 on qemu:///system predates SEV-SNP guests: "
+        "libvirt 10.5 or later is needed; defining this would fail\n"
+    )
     after = subprocess.run(
         ["virsh", "-c", "qemu:///system", "dumpxml", name], capture_output=True, text=True
     ).stdout

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nfd_snp.domain import engine, schema, xmlio
+from nfd_snp import xmlio
+from nfd_snp.domain import engine, schema
 from nfd_snp.domain.node import NodeFacts
 from nfd_snp.domain.options import SnpOptions
 from nfd_snp.errors import DomainError, InputError, UnsafeXmlError

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from nfd_snp.errors import UnsafeXmlError
 from nfd_snp.sources import domcaps
-from tests.conftest import SAMPLES
+from tests.conftest import REPO, SAMPLES
 
 # file: (sev supported, cbitpos, reducedPhysBits, maxGuests, maxESGuests, launchSecurity
 #        supported, sectypes)
@@ -89,7 +92,7 @@ EXTERNAL_NET = b"""<?xml version="1.0"?>
             b"</sev></features></domainCapabilities>",
             "not a count",
         ),
-        (b"<a>" * 300 + b"</a>" * 300, "not well-formed"),
+        (b"<a>" * 300 + b"</a>" * 300, "nested deeper than 256 levels"),
         (
             b"<domainCapabilities>" + b" " * (5 * 1024 * 1024) + b"</domainCapabilities>",
             "bytes is more than",
@@ -124,3 +127,17 @@ def test_malformed_domcaps_in_snapshot_is_unknown_not_false(snapshot):
     by_name = {r.check.name: r for r in report.results}
     assert by_name["libvirt.sev_snp"].outcome.status is Status.UNKNOWN
     assert "not well-formed" in by_name["libvirt.sev_snp"].outcome.detail
+
+
+def test_probe_parses_with_the_standard_library_alone():
+    """`nfd-snp check` neither imports lxml (about twice the interpreter's start) nor the
+    domain rewrite engine: the hardened parser is nfd_snp.xmlio."""
+    code = (
+        "import sys; from nfd_snp.sources import domcaps; "
+        "assert domcaps.parse('<domainCapabilities><path>/usr/bin/qemu</path>"
+        "</domainCapabilities>').emulator == '/usr/bin/qemu'; "
+        "print(sorted(m for m in sys.modules if m.startswith(('lxml', 'nfd_snp.domain'))))"
+    )
+    # Not -I: the RPM's %check finds the package through PYTHONPATH.
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr

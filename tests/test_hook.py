@@ -13,7 +13,8 @@ import pytest
 
 from nfd_snp import facts_cache
 from nfd_snp.checks import evaluate
-from nfd_snp.domain import engine, xmlio
+from nfd_snp import xmlio
+from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
 from tests.conftest import REPO, SAMPLES, probe_root
 
@@ -161,6 +162,21 @@ def test_prepare_refuses_invalid_options(facts):
     bad = CONVERTED.replace(b'vcek="yes"', b'vcek="yes" hostData="tooshort"')
     line = _refusal(run_hook("prepare", "begin", bad, facts.path))
     assert "hostData: decodes to 6 bytes, must be exactly 32" in line
+
+
+@pytest.mark.parametrize(
+    "op, data", [("prepare", CONVERTED), ("restore", MARKED)], ids=["prepare", "restore"]
+)
+def test_snp_domains_are_handled_without_lxml(op, data, facts):
+    """The hot path parses with the standard library: lxml's import alone costs about twice
+    the interpreter's start (bench/hook.py)."""
+    facts.write()
+    proc = run_hook(op, "begin", data, facts.path, "-X", "importtime")
+    assert proc.returncode == 0
+    imported = proc.stderr.decode()
+    assert " nfd_snp.domain.engine" in imported
+    for heavy in ("lxml", "click", "libvirt", "nfd_snp.domain.schema"):
+        assert f" {heavy}" not in imported, heavy
 
 
 @pytest.mark.parametrize("op", ["migrate", "restore"])

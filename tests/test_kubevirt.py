@@ -12,8 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nfd_snp import kubevirt
-from nfd_snp.domain import xmlio
+from nfd_snp import kubevirt, xmlio
 from nfd_snp.errors import InputError
 from tests.conftest import REPO
 

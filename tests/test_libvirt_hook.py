@@ -16,7 +16,8 @@ import pytest
 
 from nfd_snp import facts_cache
 from nfd_snp.checks import evaluate
-from nfd_snp.domain import engine, xmlio
+from nfd_snp import xmlio
+from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
 from tests.conftest import REPO, SAMPLES, probe_root
 

@@ -175,7 +175,8 @@ DOMAINS = REPO / "tests" / "data" / "domains"
 
 
 def _marked_plain() -> bytes:
-    from nfd_snp.domain import engine, xmlio
+    from nfd_snp import xmlio
+    from nfd_snp.domain import engine
     from nfd_snp.domain.options import SnpOptions
 
     root = xmlio.parse((DOMAINS / "plain-virtio.xml").read_bytes())

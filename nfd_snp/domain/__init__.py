@@ -1,7 +1,9 @@
 """Domain rewriting: a domain that asks for SEV-SNP becomes a valid sev-snp guest.
 
 Written against the ElementTree API that lxml.etree and xml.etree share, so one engine
-serves the libvirt hook and CLI (lxml) and KubeVirt's sidecar image (standard library only).
-The modules here import nothing from nfd_snp outside this package except `nfd_snp.errors`,
-so `nfd-snp kubevirt sidecar-configmap` can bundle them into one script.
+serves the libvirt hook (standard library), the CLI (lxml, for RelaxNG validation) and
+KubeVirt's sidecar image (standard library only). `options` declares the SEV-SNP
+properties; `engine` reads, writes and checks them. These two import nothing from nfd_snp
+outside this package but `nfd_snp.errors` and `nfd_snp.xmlio`, so
+`nfd-snp kubevirt sidecar-configmap` can bundle them into one script.
 """

@@ -6,9 +6,13 @@ import difflib
 import os
 from typing import Optional
 
-from nfd_snp.domain import engine, node as node_facts, schema, xmlio
+from nfd_snp import xmlio
+from nfd_snp.domain import engine, node as node_facts, schema
 from nfd_snp.domain.options import SnpOptions
 from nfd_snp.errors import DomainError, InputError, NfdSnpError
+
+# The first libvirt that knows <launchSecurity type='sev-snp'> (libvirt NEWS, v10.5.0).
+SEV_SNP_LIBVIRT = (10, 5, 0)
 
 
 def parse_option_flags(flags) -> dict:
@@ -44,7 +48,8 @@ def load_node(facts: Optional[str]):
 
 def rewrite_text(xml, flags=(), node=None, schema_dir: Optional[str] = None) -> str:
     """Mark the domain as asking for SEV-SNP (merging --option flags) and rewrite it."""
-    root = xmlio.parse(xml)
+    # lxml: RelaxNG validation needs it, and it keeps namespace declarations where they were.
+    root = xmlio.parse(xml, backend="lxml")
     marker = engine.find_marker(root)
     strings = dict(marker.attrib) if marker is not None else {}
     strings.update(parse_option_flags(flags))
@@ -52,14 +57,49 @@ def rewrite_text(xml, flags=(), node=None, schema_dir: Optional[str] = None) -> 
     engine.set_request(root, options)
     engine.rewrite(root, node)
     if schema_dir is not None:
-        if not xmlio.is_lxml(root):
-            raise DomainError("schema validation needs lxml")
         schema.validate(root, schema_dir)
     return xmlio.serialize(root) + "\n"
 
 
 def _libvirt_error(exc) -> str:
     return " ".join(str(exc.get_error_message() or exc).split())
+
+
+def _version(number: int) -> tuple:
+    """libvirt's version number (major * 1,000,000 + minor * 1,000 + micro) as a tuple."""
+    return number // 1_000_000, number // 1_000 % 1_000, number % 1_000
+
+
+def _without_snp(conn, uri: str) -> Optional[str]:
+    """Why the libvirt behind `conn` cannot define SEV-SNP guests, or None when it can."""
+    import libvirt
+
+    try:
+        version = _version(conn.getLibVersion())
+    except libvirt.libvirtError:
+        return None  # unknown: libvirt's own answer to the definition decides
+    if version >= SEV_SNP_LIBVIRT:
+        return None
+    have = ".".join(map(str, version))
+    need = ".".join(map(str, SEV_SNP_LIBVIRT[:2]))
+    return f"libvirt {have} on {uri} predates SEV-SNP guests: libvirt {need} or later is needed"
+
+
+def dry_run_diff(name: str, before: str, after: str) -> str:
+    """A unified diff of the conversion alone.
+
+    libvirt writes attributes with single quotes and lxml with double ones, so `before` is
+    written the same way as `after` (parsed and serialized unchanged) before comparing:
+    only lines the conversion changes differ.
+    """
+    normalized = xmlio.serialize(xmlio.parse(before, backend="lxml")) + "\n"
+    diff = difflib.unified_diff(
+        normalized.splitlines(True),
+        after.splitlines(True),
+        f"{name} (defined)",
+        f"{name} (SEV-SNP)",
+    )
+    return "".join(diff)
 
 
 def convert(
@@ -69,8 +109,12 @@ def convert(
     node=None,
     dry_run: bool = False,
     schema_dir: Optional[str] = None,
-) -> str:
-    """Rewrite a persistent domain's inactive XML and define it (or return the diff)."""
+) -> tuple:
+    """Rewrite a persistent domain's inactive XML and define it.
+
+    Returns (diff, warning): the diff (with dry_run; "" otherwise) and a warning or None.
+    NfdSnpError when libvirt predates SEV-SNP or refuses the result.
+    """
     import libvirt
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -94,20 +138,18 @@ def convert(
             )
         before = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         after = rewrite_text(before, flags, node, schema_dir)
+        too_old = _without_snp(conn, uri)
         if dry_run:
-            diff = difflib.unified_diff(
-                before.splitlines(True),
-                after.splitlines(True),
-                f"{name} (defined)",
-                f"{name} (SEV-SNP)",
-            )
-            return "".join(diff)
+            warning = f"{too_old}; defining this would fail" if too_old else None
+            return dry_run_diff(name, before, after), warning
+        if too_old:
+            raise NfdSnpError(f"cannot convert '{name}': {too_old}; the domain is unchanged")
         try:
             conn.defineXML(after)
         except libvirt.libvirtError as exc:
             raise NfdSnpError(
                 f"libvirt refused the SEV-SNP domain '{name}': {_libvirt_error(exc)}"
             ) from None
-        return ""
+        return "", None
     finally:
         conn.close()

@@ -19,26 +19,16 @@ SMM, invalid options.
 
 from __future__ import annotations
 
-import copy
-
-from nfd_snp.domain.options import (
-    BASE64_SIZES,
-    BOOLEANS,
-    DEFAULT_POLICY,
-    SnpOptions,
-    check_base64,
-    check_policy,
-    format_policy,
-    parse_bool,
-    parse_policy,
-)
-from nfd_snp.domain.xmlio import NFD_SNP_NS, is_element, new_child
+from nfd_snp.domain.options import FIELDS, SnpOptions, with_defaults
 from nfd_snp.errors import DomainError
+from nfd_snp.xmlio import NFD_SNP_NS, is_element, new_child
 
 MARKER = "{%s}sev-snp" % NFD_SNP_NS
-# The order libvirt formats these in (the schema interleaves them, so any order is valid).
-LAUNCH_SECURITY_ORDER = ("cbitpos", "reducedPhysBits", "policy", *BASE64_SIZES)
-LAUNCH_SECURITY_ATTRS = ("kernelHashes", "authorKey", "vcek")
+# The launchSecurity properties, in libvirt's formatting order (the schema interleaves the
+# elements, so any order is valid; this one matches what libvirt writes back).
+LAUNCH_SECURITY = tuple(f for f in FIELDS if f.in_launch_security)
+ATTRIBUTES = tuple(f for f in LAUNCH_SECURITY if f.attribute is not None)
+ELEMENTS = tuple(f for f in LAUNCH_SECURITY if f.tag is not None)
 # Elements that precede <metadata> in libvirt's own formatting of a domain.
 BEFORE_METADATA = ("name", "uuid", "hwuuid", "genid", "title", "description")
 
@@ -97,7 +87,10 @@ class _Layout:
 
 
 def set_request(root, options: SnpOptions):
-    """Write (or replace) the marker with these options; the domain then asks for SNP."""
+    """Write (or replace) the marker with these options; the domain then asks for SNP.
+
+    A marker that already says exactly this is left as it is (attribute order included).
+    """
     layout = _Layout(root)
     metadata = root.find("metadata")
     if metadata is None:
@@ -110,22 +103,35 @@ def set_request(root, options: SnpOptions):
     marker = metadata.find(MARKER)
     if marker is None:
         marker = layout.insert(metadata, 1, len(metadata), MARKER, nsmap={"snp": NFD_SNP_NS})
-    marker.attrib.clear()
-    for name, value in options.as_strings().items():
-        marker.set(name, value)
+    wanted = options.as_strings()
+    if dict(marker.attrib) != wanted:
+        marker.attrib.clear()
+        for name, value in wanted.items():
+            marker.set(name, value)
     return marker
 
 
 # -- launchSecurity ---------------------------------------------------------------------
 
 
-def _child_text(element, tag):
-    child = element.find(tag)
-    return (child.text or "").strip() if child is not None else None
+class _Held:
+    """What a domain's launchSecurity already holds, each value parsed when it is used.
+
+    A value the request replaces is never parsed, so a malformed one can be replaced.
+    """
+
+    def __init__(self, texts: dict) -> None:
+        self.texts = texts
+
+    def get(self, field):
+        text = self.texts.get(field.name)
+        return None if text is None else field.from_xml(text)
 
 
-def _current_launch_security(ls) -> dict:
-    """Values already in the domain that carry over to sev-snp (as strings)."""
+def _held(ls) -> _Held:
+    """The values of an existing launchSecurity that carry over to sev-snp."""
+    if ls is None:
+        return _Held({})
     kind = ls.get("type")
     if kind == "sev":
         carried = [t for t in ("dhCert", "session") if ls.find(t) is not None]
@@ -136,106 +142,73 @@ def _current_launch_security(ls) -> dict:
                 + ") that SEV-SNP cannot use: remove it and attest the SNP guest through its "
                 "attestation report instead"
             )
-        # cbitpos/reducedPhysBits describe the host; an SEV policy has other bit meanings
-        # (bit 0 is NODBG) and is never carried over.
-        keep = ("cbitpos", "reducedPhysBits")
-        values = {t: _child_text(ls, t) for t in keep if ls.find(t) is not None}
-        if ls.get("kernelHashes") is not None:
-            values["kernelHashes"] = ls.get("kernelHashes")
-        return values
-    if kind == "sev-snp":
-        values = {t: _child_text(ls, t) for t in LAUNCH_SECURITY_ORDER if ls.find(t) is not None}
-        values.update({a: ls.get(a) for a in LAUNCH_SECURITY_ATTRS if ls.get(a) is not None})
-        return values
-    raise DomainError(f"launchSecurity type='{kind}' cannot be combined with SEV-SNP")
+        # An SEV policy has other bit meanings (bit 0 is NODBG) and is never carried over.
+        fields = [f for f in LAUNCH_SECURITY if f.sev]
+    elif kind == "sev-snp":
+        fields = LAUNCH_SECURITY
+    else:
+        raise DomainError(f"launchSecurity type='{kind}' cannot be combined with SEV-SNP")
+    texts = {}
+    for field in fields:
+        if field.attribute is not None:
+            text = ls.get(field.attribute)
+        else:
+            child = ls.find(field.tag)
+            text = None if child is None else (child.text or "").strip()
+        if text is not None:
+            texts[field.name] = text
+    return _Held(texts)
 
 
-def _unsigned(text: str, name: str) -> int:
-    if not text.isdigit() or len(text) > 4:
-        raise DomainError(f"launchSecurity <{name}> is not a small unsigned number: {text[:20]!r}")
-    return int(text)
-
-
-def _desired_launch_security(root, options: SnpOptions, current: dict, node):
-    """(attributes, [(tag, value, equal)]) for the sev-snp element, validated."""
-    policy = options.policy
-    if policy is None:
-        policy = parse_policy(current["policy"]) if "policy" in current else DEFAULT_POLICY
-    check_policy(policy, node.snp_api if node is not None else None)
-    values = {"policy": policy}
-    for name in ("cbitpos", "reducedPhysBits"):
-        known = getattr(node, name, None) if node is not None else None
-        if known is None and current.get(name) is not None:
-            known = _unsigned(current[name], name)
-        if known is not None:
-            values[name] = known
-    for name in BASE64_SIZES:
-        value = getattr(options, name)
-        if value is None and current.get(name) is not None:
-            value = check_base64(name, current[name])
-        if value is not None:
-            values[name] = value
-    attrs = {"type": "sev-snp"}
-    for name in LAUNCH_SECURITY_ATTRS:
-        value = getattr(options, name)
-        if value is None and current.get(name) is not None:
-            value = parse_bool(name, current[name])
-        if value is not None:
-            attrs[name] = "yes" if value else "no"
-    if attrs.get("kernelHashes") == "yes" and root.find("os/kernel") is None:
+def settings(root, options: SnpOptions, node) -> SnpOptions:
+    """The validated SEV-SNP settings for this domain, request and node; the document is
+    not changed. DomainError when the domain cannot become a valid SNP guest."""
+    held = _held(root.find("launchSecurity"))
+    wanted = with_defaults(options, held, node)
+    if wanted.kernelHashes and root.find("os/kernel") is None:
         raise DomainError(
             "kernelHashes='yes' measures a directly booted kernel, but the domain has no "
             "<os><kernel>"
         )
-    if attrs.get("authorKey") == "yes" and "idAuth" not in values:
+    if wanted.authorKey and wanted.idAuth is None:
         raise DomainError("authorKey='yes' needs idAuth (the ID authentication block)")
-    return attrs, values
+    if root.find("os") is None:
+        raise DomainError("the domain has no <os> element")
+    _check_no_smm(root)
+    return wanted
 
 
-def _same(tag: str, text, value) -> bool:
-    """Whether existing text already says `value` (so it is left byte-for-byte alone)."""
-    if text is None:
-        return False
-    try:
-        if tag == "policy":
-            return parse_policy(text) == value
-        if tag in ("cbitpos", "reducedPhysBits"):
-            return text.strip().isdigit() and int(text) == value
-    except DomainError:
-        return False
-    return "".join(text.split()) == value
-
-
-def _render(tag: str, value) -> str:
-    return format_policy(value) if tag == "policy" else str(value)
-
-
-def _write_launch_security(root, layout: _Layout, ls, attrs: dict, values: dict):
+def _write_launch_security(root, layout: _Layout, ls, wanted: SnpOptions):
     if ls is None:
         ls = layout.insert(root, 0, len(root), "launchSecurity")
     elif ls.get("type") != "sev-snp":
         index = list(root).index(ls)
         layout.remove(root, ls)
         ls = layout.insert(root, 0, index, "launchSecurity")
+    attrs = {"type": "sev-snp"}
+    for field in ATTRIBUTES:
+        value = getattr(wanted, field.name)
+        if value is not None:
+            attrs[field.attribute] = field.kind.to_xml(value)
     if dict(ls.attrib) != attrs:
         ls.attrib.clear()
-        for name in ("type", *LAUNCH_SECURITY_ATTRS):
-            if name in attrs:
-                ls.set(name, attrs[name])
+        for name, value in attrs.items():
+            ls.set(name, value)
+    present = [f for f in ELEMENTS if getattr(wanted, f.name) is not None]
+    tags = {f.tag for f in present}
     for child in list(ls):
-        if is_element(child) and child.tag not in values:
+        if is_element(child) and child.tag not in tags:
             layout.remove(ls, child)
-    for position, tag in enumerate(LAUNCH_SECURITY_ORDER):
-        if tag not in values:
-            continue
-        child = ls.find(tag)
+    previous = None
+    for field in present:
+        value = getattr(wanted, field.name)
+        child = ls.find(field.tag)
         if child is None:
-            after = [ls.find(t) for t in LAUNCH_SECURITY_ORDER[:position]]
-            present = [c for c in after if c is not None]
-            index = list(ls).index(present[-1]) + 1 if present else 0
-            child = layout.insert(ls, 1, index, tag)
-        if not _same(tag, child.text, values[tag]):
-            child.text = _render(tag, values[tag])
+            index = list(ls).index(previous) + 1 if previous is not None else 0
+            child = layout.insert(ls, 1, index, field.tag)
+        if not field.kind.says(child.text, value):
+            child.text = field.kind.to_xml(value)
+        previous = child
     return ls
 
 
@@ -261,14 +234,8 @@ def _check_no_smm(root) -> None:
         )
 
 
-def _write_firmware(root, layout: _Layout, options: SnpOptions, node) -> None:
+def _write_firmware(root, layout: _Layout, path) -> None:
     os_element = root.find("os")
-    if os_element is None:
-        raise DomainError("the domain has no <os> element")
-    _check_no_smm(root)
-    path = options.firmware
-    if path is None and node is not None and node.snp_firmware:
-        path = node.snp_firmware[0]
     loader = os_element.find("loader")
     if loader is None:
         kind = os_element.find("type")
@@ -352,64 +319,56 @@ def _write_iommu(root, layout: _Layout) -> None:
 # -- entry points --------------------------------------------------------------------------
 
 
-def rewrite(root, node=None, options=None):
-    """Rewrite `root` (a <domain> element) in place into a sev-snp guest; return it.
-
-    `options` defaults to the domain's own request; DomainError when the domain did not
-    ask for SEV-SNP or cannot become a valid SNP guest.
-    """
+def _request(root, options):
     if root.tag != "domain":
         raise DomainError(f"expected a <domain> document, got <{root.tag}>")
     if options is None:
         options = requested_options(root)
         if options is None:
             raise DomainError("the domain does not ask for SEV-SNP (no <snp:sev-snp> metadata)")
+    return options
+
+
+def rewrite(root, node=None, options=None):
+    """Rewrite `root` (a <domain> element) in place into a sev-snp guest; return it.
+
+    `options` defaults to the domain's own request; DomainError when the domain did not
+    ask for SEV-SNP or cannot become a valid SNP guest.
+    """
+    wanted = settings(root, _request(root, options), node)
     layout = _Layout(root)
-    ls = root.find("launchSecurity")
-    current = _current_launch_security(ls) if ls is not None else {}
-    attrs, values = _desired_launch_security(root, options, current, node)
-    _write_firmware(root, layout, options, node)
-    _write_launch_security(root, layout, ls, attrs, values)
+    _write_firmware(root, layout, wanted.firmware)
+    _write_launch_security(root, layout, root.find("launchSecurity"), wanted)
     _write_iommu(root, layout)
     return root
-
-
-def _launch_security_summary(ls) -> dict:
-    values = _current_launch_security(ls)
-    summary = {}
-    for name, text in values.items():
-        if name == "policy":
-            summary[name] = parse_policy(text)
-        elif name in BOOLEANS:
-            summary[name] = parse_bool(name, text)
-        else:
-            summary[name] = "".join(text.split())
-    return summary
 
 
 def verify(root, node=None) -> None:
     """Raise DomainError unless a domain that asked for SEV-SNP is ready to start as one.
 
     Checks what the guest's confidentiality depends on: it has been converted, its options
-    are valid for this node, and its launchSecurity says what the request and node say.
-    (Firmware and device details are left to libvirt, which normalises them at define time.)
+    are valid for this node, and its launchSecurity holds what the request and node say,
+    compared as typed values. (Firmware and device details are left to libvirt, which
+    normalises them at define time.)
     """
     ls = root.find("launchSecurity")
     if ls is None or ls.get("type") != "sev-snp":
         found = "no launchSecurity" if ls is None else f"launchSecurity type='{ls.get('type')}'"
         raise DomainError(f"the domain asks for SEV-SNP but is not converted ({found})")
-    expected = rewrite(copy.deepcopy(root), node)
-    want = _launch_security_summary(expected.find("launchSecurity"))
-    have = _launch_security_summary(ls)
-    for host_value in ("cbitpos", "reducedPhysBits"):
-        # Left out, libvirt fills them from its own capabilities of this host at start;
-        # only a value that is present and differs (another host's) is wrong.
-        if host_value not in have:
-            want.pop(host_value, None)
-    if want != have:
-        differs = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    wanted = settings(root, _request(root, None), node)
+    held = _held(ls)
+    differs = []
+    for field in LAUNCH_SECURITY:
+        have = held.get(field)
+        # A host property left out is filled by libvirt from its own capabilities of this
+        # host at start; only a value that is present and differs (another host's) is wrong.
+        if have is None and field.host:
+            continue
+        if getattr(wanted, field.name) != have:
+            differs.append(field.name)
+    if differs:
         raise DomainError(
             "the domain's launchSecurity does not match its SEV-SNP request and this node ("
-            + ", ".join(differs)
+            + ", ".join(sorted(differs))
             + ")"
         )

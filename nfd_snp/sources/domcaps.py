@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from nfd_snp.domain import xmlio
+from nfd_snp import xmlio
 from nfd_snp.errors import LibvirtError, NotCaptured, UnsafeXmlError
 from nfd_snp.host import Host
 from nfd_snp.model import DomainCapsFacts, Unreadable
@@ -39,7 +39,7 @@ def _supported(node) -> Optional[bool]:
 
 def parse(xml) -> DomainCapsFacts:
     """Parse `virsh domcapabilities` output; UnsafeXmlError for anything malformed."""
-    root = xmlio.parse(xml, what="domain capabilities", limit=DOMCAPS_LIMIT, backend="lxml")
+    root = xmlio.parse(xml, what="domain capabilities", limit=DOMCAPS_LIMIT, backend="stdlib")
     if root.tag != "domainCapabilities":
         raise UnsafeXmlError(f"domain capabilities: root element is <{root.tag}>")
     sev = root.find("features/sev")

@@ -1,9 +1,16 @@
-"""Parse and serialize domain XML with lxml when present, else the standard library.
+"""Untrusted XML (domains, domain capabilities) parsed hardened, by lxml or the standard library.
 
 Both paths are hardened the same way: bounded size, no DTD or entity declarations, no
 network, nesting depth capped (libxml2's default limit is 256 levels; the standard-library
 path enforces the same with an expat pre-scan). Comments and processing instructions are
 kept, so a rewrite preserves everything it does not change.
+
+lxml is imported only when asked for: it costs about twice the interpreter's own start, so
+`nfd-snp check` and the libvirt hook (for domains of usual size) parse with the standard
+library, and lxml serves where its features are needed (RelaxNG validation in
+`nfd-snp domain rewrite` and `convert`).
+This module imports nothing from nfd_snp but `nfd_snp.errors`: the probe and the rewrite
+engine both use it, and the KubeVirt sidecar script embeds it.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ STDLIB_PREFIXES = {
     "kubevirt": "http://kubevirt.io",
 }
 
-try:  # lxml on nodes; KubeVirt's sidecar-shim image has only the standard library
-    from lxml import etree as _lxml
-except ImportError:  # pragma: no cover - exercised by the sidecar tests in a bare venv
-    _lxml = None
 
-BACKEND = "lxml" if _lxml is not None else "stdlib"
+def _lxml_etree():
+    """lxml.etree, or None where it is not installed (KubeVirt's sidecar-shim image)."""
+    try:
+        from lxml import etree
+    except ImportError:  # pragma: no cover - exercised by the sidecar tests in a bare venv
+        return None
+    return etree
 
 
 def _check_size(data: bytes, what: str, limit: int) -> None:
@@ -34,8 +43,8 @@ def _check_size(data: bytes, what: str, limit: int) -> None:
         raise UnsafeXmlError(f"{what}: {len(data)} bytes is more than the {limit} allowed")
 
 
-def _parse_lxml(data: bytes, what: str):
-    parser = _lxml.XMLParser(
+def _parse_lxml(etree, data: bytes, what: str):
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -44,8 +53,8 @@ def _parse_lxml(data: bytes, what: str):
         remove_comments=False,
     )
     try:
-        root = _lxml.fromstring(data, parser)
-    except _lxml.XMLSyntaxError as exc:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
         raise UnsafeXmlError(f"{what}: not well-formed XML ({exc})") from None
     docinfo = root.getroottree().docinfo
     if docinfo.internalDTD is not None or docinfo.doctype:
@@ -97,24 +106,35 @@ def _parse_stdlib(data: bytes, what: str):
 
 
 def parse(data, *, what: str = "domain XML", limit: int = MAX_DOMAIN_BYTES, backend=None):
-    """Parse untrusted XML into an element (lxml or xml.etree, per `backend`)."""
+    """Parse untrusted XML into an element.
+
+    `backend`: "stdlib" (xml.etree), "lxml", or None for lxml when it is installed and the
+    standard library otherwise.
+    """
     if isinstance(data, str):
         data = data.encode("utf-8")
     _check_size(data, what, limit)
     if not data.strip():
         raise UnsafeXmlError(f"{what}: empty input")
-    if (backend or BACKEND) == "lxml":
-        return _parse_lxml(data, what)
+    if backend == "lxml":
+        from lxml import etree
+    else:
+        etree = _lxml_etree() if backend is None else None
+    if etree is not None:
+        return _parse_lxml(etree, data, what)
     return _parse_stdlib(data, what)
 
 
 def is_lxml(element) -> bool:
-    return _lxml is not None and isinstance(element, _lxml._Element)
+    # By type name: an lxml element exists only once lxml is imported; never import it here.
+    return type(element).__module__ == "lxml.etree"
 
 
 def serialize(root) -> str:
     if is_lxml(root):
-        return _lxml.tostring(root, encoding="unicode")
+        from lxml import etree
+
+        return etree.tostring(root, encoding="unicode")
     import xml.etree.ElementTree as ET
 
     for prefix, uri in STDLIB_PREFIXES.items():
@@ -125,7 +145,9 @@ def serialize(root) -> str:
 def new_child(parent, tag: str, attrib=None, nsmap=None):
     """A child element of the parent's own kind (lxml or xml.etree)."""
     if is_lxml(parent):
-        return _lxml.SubElement(parent, tag, attrib or {}, nsmap=nsmap)
+        from lxml import etree
+
+        return etree.SubElement(parent, tag, attrib or {}, nsmap=nsmap)
     import xml.etree.ElementTree as ET
 
     if nsmap:
