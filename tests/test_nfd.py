@@ -240,15 +240,24 @@ def test_killed_between_write_and_rename_leaves_nfd_a_whole_file(tmp_path):
     assert os.listdir(out.parent) == ["nfd-snp"]
 
 
-@pytest.mark.parametrize("target", ["/dev/null/features.d/nfd-snp", "{tmp}"])
-def test_unwritable_output_is_exit_1_with_message(tmp_path, target):
+@pytest.mark.parametrize(
+    "target, code, message",
+    [
+        ("/dev/null/features.d/nfd-snp", 1, "error: cannot read /dev/null/features.d/nfd-snp"),
+        ("{tmp}", 2, "--output: {tmp} is a directory"),
+        ("{tmp}/", 2, "is a directory"),
+        ("", 2, "--output: is empty"),
+    ],
+)
+def test_unwritable_output_is_one_line(tmp_path, target, code, message):
     target = target.format(tmp=tmp_path)
     result = CliRunner().invoke(
         cli, ["features", "--sample", "genoa-snp-ready", "--output", target]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == code
     line = result.output.strip()
-    assert line.startswith("nfd-snp: error: cannot") and "\n" not in line
+    assert line.startswith("nfd-snp: error: ") and "\n" not in line
+    assert message.format(tmp=tmp_path) in line
 
 
 def test_features_command_writes_then_reports_up_to_date(tmp_path):
@@ -285,15 +294,19 @@ def test_facts_cache_rewritten_only_on_change_but_kept_fresh(tmp_path, snapshot)
     assert json.loads(open(path).read()) == cache  # removed behind its back: written again
 
 
-def test_metrics_textfile(tmp_path, snapshot):
-    from prometheus_client.parser import text_string_to_metric_families
-
-    service, _ = _service(tmp_path, snapshot(base="rome-sev-only"), FakeClock())
-    metrics_path = tmp_path / "nfd_snp.prom"
+def test_metrics_textfile_needs_no_client_library(tmp_path, snapshot, monkeypatch):
+    """Written without prometheus_client (an optional package), read back by its parser."""
     from dataclasses import replace
 
+    service, log = _service(tmp_path, snapshot(base="rome-sev-only"), FakeClock())
+    metrics_path = tmp_path / "textfile" / "nfd_snp.prom"
     service.config = replace(service.config, metrics_textfile=str(metrics_path))
-    service.cycle()
+    with monkeypatch.context() as without:
+        without.setitem(sys.modules, "prometheus_client", None)  # import fails
+        assert service.cycle() is not None, log
+    assert oct(os.stat(metrics_path).st_mode & 0o777) == "0o644"
+    from prometheus_client.parser import text_string_to_metric_families
+
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(metrics_path.read_text())
