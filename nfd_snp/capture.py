@@ -12,12 +12,11 @@ import json
 import os
 from pathlib import Path
 
-from nfd_snp import __version__, paths
+from nfd_snp import __version__, paths, probe
 from nfd_snp.checks import Report
 from nfd_snp.config import Config
 from nfd_snp.errors import CaptureError
 from nfd_snp.host import NotCaptured, Recording
-from nfd_snp.probe import probe_report
 
 
 def _safe_join(out: Path, rel: str) -> Path:
@@ -60,7 +59,7 @@ def capture(out: os.PathLike | str, config: Config) -> Report:
     out_path = Path(out)
     if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
         raise CaptureError(f"{out}: exists and is not an empty directory")
-    result = probe_report(config, record=True)  # before creating OUT: a bad root leaves none
+    result = probe.probe_report(config, record=True)  # before creating OUT: a bad root leaves none
     assert result.recording is not None
     try:
         out_path.mkdir(parents=True, exist_ok=True)

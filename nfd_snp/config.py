@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 from nfd_snp import facts_cache
 from nfd_snp.errors import InputError
@@ -42,9 +41,12 @@ OPTIONAL_FILE = "optional file"  # likewise, or empty for "none"
 DIRECTORY = "directory"  # an existing directory
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One setting: `key` in the file, `--key` on the command line, `field` in Config."""
+class Setting(NamedTuple):
+    """One setting: `key` in the file, `--key` on the command line, `field` in Config.
+
+    NamedTuples, not dataclasses, here: every command imports this module, and generating
+    a dataclass's methods costs milliseconds of start-up.
+    """
 
     key: str
     kind: str
@@ -173,9 +175,11 @@ def _default(field: str):
     return SETTING[field].default
 
 
-@dataclass(frozen=True)
-class Config:
-    """Validated settings; build one with `build` or `load`, never from raw input."""
+class Config(NamedTuple):
+    """Validated settings; build one with `build` or `load`, never from raw input.
+
+    Immutable; `config._replace(ttl=...)` gives a changed copy (unvalidated: tests only).
+    """
 
     host_root: str = _default("host_root")
     libvirt: str = _default("libvirt")

@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from nfd_snp import facts_cache, nfd
+from nfd_snp import facts_cache, nfd, probe
 from nfd_snp.atomic import make_directories, remove_stale_temps, write_atomic
 from nfd_snp.checks import Report
 from nfd_snp.config import Config
 from nfd_snp.errors import AlreadyRunningError, NfdSnpError, WriteError, printable
-from nfd_snp.probe import probe_report
 from nfd_snp.signals import SignalFlags
 
 Clock = Callable[[], float]
@@ -177,7 +176,7 @@ class Service:
         """Probe and write what changed. Errors are logged once, not per cycle."""
         now = self.clock()
         try:
-            report = probe_report(self.config).report
+            report = probe.probe_report(self.config).report
             pub = nfd.publication(report)
             result = write_features(self.config.output, pub, now, self.config.ttl)
             data = facts_cache.encode(report, self.config.ttl)
@@ -260,7 +259,7 @@ class Service:
 
 def write_once(config: Config, output: str) -> tuple:
     """`nfd-snp features`: one probe; write `output` (or return the text for '-')."""
-    report = probe_report(config).report
+    report = probe.probe_report(config).report
     pub = nfd.publication(report)
     now = time.time()
     if output == "-":

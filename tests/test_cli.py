@@ -235,3 +235,27 @@ def test_table_fits_the_terminal(columns, monkeypatch):
     body = text.splitlines()[3:]  # below the header, whose snapshot path is not broken
     assert max(len(line) for line in body) <= columns
     assert "fix: Enable SEV-SNP in the BIOS" in " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--sample", "intel"],
+        ["features", "--sample", "intel", "-o", "-"],
+        ["capture", "{tmp}/snap", "--libvirt", "off"],
+    ],
+)
+def test_commands_probe_through_one_entry_point(args, tmp_path, monkeypatch):
+    """check, features and capture (and run: tests/test_nfd.py) call probe.probe_report."""
+    from nfd_snp import probe
+
+    seen = []
+
+    def spy(config, **kwargs):
+        seen.append((config.host_root, kwargs))
+        raise RuntimeError("probed")
+
+    monkeypatch.setattr(probe, "probe_report", spy)
+    result = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 70 and "RuntimeError: probed" in result.output
+    assert len(seen) == 1 and seen[0][1] == ({"record": True} if args[0] == "capture" else {})

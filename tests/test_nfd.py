@@ -296,11 +296,9 @@ def test_facts_cache_rewritten_only_on_change_but_kept_fresh(tmp_path, snapshot)
 
 def test_metrics_textfile_needs_no_client_library(tmp_path, snapshot, monkeypatch):
     """Written without prometheus_client (an optional package), read back by its parser."""
-    from dataclasses import replace
-
     service, log = _service(tmp_path, snapshot(base="rome-sev-only"), FakeClock())
     metrics_path = tmp_path / "textfile" / "nfd_snp.prom"
-    service.config = replace(service.config, metrics_textfile=str(metrics_path))
+    service.config = service.config._replace(metrics_textfile=str(metrics_path))
     with monkeypatch.context() as without:
         without.setitem(sys.modules, "prometheus_client", None)  # import fails
         assert service.cycle() is not None, log
@@ -317,3 +315,18 @@ def test_metrics_textfile_needs_no_client_library(tmp_path, snapshot, monkeypatc
     assert samples[("nfd_snp_asids", (("kind", "sev"),))] == 509
     assert samples[("nfd_snp_asids_used", (("kind", "sev"),))] == 2
     assert samples[("nfd_snp_firmware_info", (("sev_api_version", "0.24"),))] == 1
+
+
+def test_service_probes_through_the_one_entry_point(tmp_path, monkeypatch):
+    from nfd_snp import probe
+
+    service, _ = _service(tmp_path, SAMPLES / "intel", FakeClock())
+    monkeypatch.setattr(probe, "probe_report", lambda config: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a bug is not swallowed as a cycle error
+        service.cycle()
+
+
+def test_service_log_lines_are_escaped(tmp_path):
+    service, log = _service(tmp_path, SAMPLES / "intel", FakeClock())
+    service.log("cannot write /tmp/evil\nnfd-snp: recovered\x1b[2J")
+    assert log == ["cannot write /tmp/evil\\nnfd-snp: recovered\\x1b[2J"]
