@@ -2,6 +2,10 @@
 
 NFD reads feature files without locking and ignores names starting with '.', so the
 temporary file is invisible to it; a crash before the rename leaves the old file intact.
+The temporary name is unpredictable and created with O_EXCL|O_NOFOLLOW (tempfile.mkstemp),
+so a file or symlink planted in the directory is never written through nor renamed into
+place. Directories the writer creates are 0755 whatever the umask: NFD and the hook, which
+run as other users or with other umasks, must be able to read what is written.
 """
 
 from __future__ import annotations
@@ -10,25 +14,44 @@ import errno
 import os
 from pathlib import Path
 
-from nfd_snp.errors import NfdSnpError
+from nfd_snp.errors import WriteError
 
 TEMP_PREFIX = ".nfd-snp-tmp."
+DIRECTORY_MODE = 0o755
 
 
-class WriteError(NfdSnpError):
-    """An output file or its directory could not be written."""
+def make_directories(directory: os.PathLike | str) -> None:
+    """Create `directory` and missing parents with mode 0755 (not the umask's)."""
+    path = Path(directory)
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, DIRECTORY_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise WriteError(f"cannot create directory {path}: a file is in the way") from None
+            continue
+        except OSError as exc:
+            raise WriteError(f"cannot create directory {path}: {exc.strerror or exc}") from None
+        os.chmod(path, DIRECTORY_MODE)  # mkdir's mode is masked by the umask
 
 
 def write_atomic(path: os.PathLike | str, data: bytes, mode: int = 0o644) -> None:
+    import tempfile  # not on the hook's path; only writers pay for it
+
     target = Path(path)
     directory = target.parent
+    make_directories(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=directory)
     except OSError as exc:
-        raise WriteError(f"cannot create directory {directory}: {exc.strerror or exc}") from None
-    temp = directory / f"{TEMP_PREFIX}{target.name}.{os.getpid()}"
+        raise WriteError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
             os.fchmod(fd, mode)  # the umask must not narrow what NFD and hooks can read
             view = memoryview(data)

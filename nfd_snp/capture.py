@@ -12,11 +12,11 @@ import json
 import os
 from pathlib import Path
 
-from nfd_snp import __version__, paths
+from nfd_snp import __version__, paths, probe
+from nfd_snp.checks import Report
+from nfd_snp.config import Config
 from nfd_snp.errors import CaptureError
-from nfd_snp.host import LiveHost, NotCaptured, Recording
-from nfd_snp.model import HostFacts
-from nfd_snp.probe import probe
+from nfd_snp.host import NotCaptured, Recording
 
 
 def _safe_join(out: Path, rel: str) -> Path:
@@ -55,17 +55,16 @@ def write_snapshot(recording: Recording, out: Path) -> None:
     (out / paths.CAPTURE_FILE).write_text(json.dumps(capture, indent=2, sort_keys=True) + "\n")
 
 
-def capture(out: os.PathLike | str, root: os.PathLike | str = "/", **live_options) -> HostFacts:
-    """Probe `root` live and write what was read to `out` (created; must be empty)."""
+def capture(out: os.PathLike | str, config: Config) -> Report:
+    """Probe `config.host_root` live and write what was read to `out` (created; empty)."""
     out_path = Path(out)
     if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
         raise CaptureError(f"{out}: exists and is not an empty directory")
+    result = probe.probe_report(config, record=True)  # before creating OUT: a bad root leaves none
+    assert result.recording is not None
     try:
         out_path.mkdir(parents=True, exist_ok=True)
-        with LiveHost(root, record=True, **live_options) as host:
-            facts = probe(host)
-            assert host.recording is not None
-            write_snapshot(host.recording, out_path)
+        write_snapshot(result.recording, out_path)
     except OSError as exc:
         raise CaptureError(f"{out}: cannot write the snapshot ({exc.strerror or exc})") from None
-    return facts
+    return result.report

@@ -1,7 +1,12 @@
 """The `nfd-snp` command: a thin click group over the library.
 
-Exit codes (DESIGN.md): 0 ok / SEV-SNP ready, 1 not ready or refused, 2 usage or input
-error. Errors are one line on stderr; a traceback only with -v, and only for bugs.
+Exit statuses (DESIGN.md): 0 ok / SEV-SNP ready, 1 not ready, refused or not done, 2 usage
+or input error, 70 internal error (a bug: please report it). Errors are one line on stderr,
+with control characters escaped; a traceback only with -v, and only for bugs.
+
+Options that are settings (`--host-root`, `--ttl`, `--libvirt`, ...) are built from
+`nfd_snp.config.SETTINGS`, and every value, from the command line, the environment or
+`run`'s configuration file, goes through that module's one validation.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from nfd_snp import __version__
-from nfd_snp.errors import NfdSnpError
+from nfd_snp import config as settings
+from nfd_snp.errors import EXIT_INTERNAL_ERROR, NfdSnpError, printable
 
-# nfd_snp.config.LIBVIRT_MODES, without importing config on the `check` path.
-LIBVIRT_MODES = ("auto", "required", "off")
 # A Kubernetes object name (DNS-1123 label).
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# ctx.meta keys of `run`.
+CONFIG_FILE = "nfd_snp.config_file"
+SIGNALS = "nfd_snp.signals"
 
 # Bundled sample snapshots ship inside the package (package_data); nothing on the start-up
 # path imports importlib.resources or logging, which would cost more than the probe itself.
@@ -43,7 +51,7 @@ class State:
     def info(self, message: str) -> None:
         """A progress line on stderr with -v."""
         if self.verbose and not self.quiet:
-            click.echo(f"nfd-snp: {message}", err=True)
+            click.echo(f"nfd-snp: {printable(message)}", err=True)
 
 
 class NfdSnpGroup(click.Group):
@@ -64,11 +72,11 @@ class NfdSnpGroup(click.Group):
             if state is not None and state.verbose:
                 raise
             click.echo(
-                f"nfd-snp: internal error: {type(exc).__name__}: {exc} "
+                f"nfd-snp: internal error: {type(exc).__name__}: {printable(exc)} "
                 "(run with -v for a traceback and report it)",
                 err=True,
             )
-            ctx.exit(1)
+            ctx.exit(EXIT_INTERNAL_ERROR)
 
 
 @click.group(cls=NfdSnpGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,52 +90,38 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     Probes this node's SEV stack (CPU, BIOS, kernel, SEV firmware, KVM, ASIDs, libvirt,
     guest firmware), says which confidential guest types can run here and why not, and
     publishes that to Node Feature Discovery.
+
+    Exit status: 0 ok, 1 not ready or refused, 2 usage or input error, 70 internal error
+    (a bug in nfd-snp: run again with -v and report the traceback).
     """
     ctx.obj = State(verbose=verbose, quiet=quiet)
 
 
-def probe_config(host_root, sample, libvirt, libvirt_timeout, **more):
-    """The Config for `features` from the shared options (file settings only for `run`)."""
-    from nfd_snp.config import Config, override
+# -- settings as options ---------------------------------------------------------------
 
-    root = _probe_root(host_root, sample)
-    return override(
-        Config(), host_root=root, libvirt=libvirt, libvirt_timeout=libvirt_timeout, **more
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting_option(field: str):
+    """The click option of one setting, as `nfd_snp.config.SETTINGS` declares it.
+
+    No click type and no click default: the value reaches `settings.build` as given (the
+    default when absent), so the command line is validated like the file, in one line.
+    """
+    setting = settings.SETTING[field]
+    decls = [setting.option, *([setting.short] if setting.short else []), setting.field]
+    return click.option(
+        *decls,
+        default=None,
+        envvar=setting.envvar,
+        show_envvar=setting.envvar is not None,
+        metavar=setting.metavar,
+        help=f"{setting.help} [default: {_shown(setting.default)}]",
     )
-
-
-def _probe_root(host_root, sample) -> str:
-    if sample and host_root not in (None, "/"):
-        raise click.UsageError("--sample and --host-root exclude each other")
-    return str(samples_dir() / sample) if sample else (host_root or "/")
-
-
-def open_report(host_root, sample, libvirt, libvirt_timeout):
-    """`check`'s probe: only the probe and the checks are imported (no service modules)."""
-    from nfd_snp.probe import probe_report
-
-    root = _probe_root(host_root, sample)
-    mode = libvirt or "auto"
-    state = click.get_current_context().find_object(State) or State()
-    state.info(f"probing {root} (libvirt {mode})")
-    timeout = {} if libvirt_timeout is None else {"libvirt_timeout": libvirt_timeout}
-    return probe_report(root, libvirt=mode, **timeout)
-
-
-libvirt_option = click.option(
-    "--libvirt",
-    type=click.Choice(LIBVIRT_MODES),
-    default=None,
-    help="auto: ask the host's libvirt for its domain capabilities when a daemon runs "
-    "(default); required: a node without host libvirt is not ready; off: never ask.",
-)
-libvirt_timeout_option = click.option(
-    "--libvirt-timeout",
-    type=click.FloatRange(0.1, 300),
-    default=None,
-    metavar="SECONDS",
-    help="Give up on a libvirt daemon that does not answer (default 10).",
-)
 
 
 def stacked(*options):
@@ -141,37 +135,62 @@ def stacked(*options):
     return decorate
 
 
-# --host-root / --sample / libvirt options shared by the commands that probe.
-host_options = stacked(
-    click.option(
-        "--host-root",
-        default=None,
-        envvar="NFD_SNP_HOST_ROOT",
-        metavar="DIR",
-        help="Read the host below DIR: / on a node (default), /host in a container, or "
-        "a snapshot directory written by `nfd-snp capture` (replayed, no devices touched).",
-    ),
-    click.option(
-        "--sample",
-        type=click.Choice(sample_names()),
-        help="Check a bundled sample node instead of this host.",
-    ),
-    libvirt_option,
-    libvirt_timeout_option,
+FROM_USER = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def given_settings(ctx: click.Context, values: dict, sources=None) -> dict:
+    """`settings.Given` for the setting options this command received (from `sources`)."""
+    given = {}
+    for field, value in values.items():
+        source = ctx.get_parameter_source(field)
+        if sources is not None and source not in sources:
+            continue
+        setting = settings.SETTING[field]
+        if source is ParameterSource.COMMANDLINE:
+            given[field] = (value, setting.option)
+        elif source is ParameterSource.ENVIRONMENT:
+            given[field] = (value, setting.envvar)
+        elif source is ParameterSource.DEFAULT_MAP:
+            given[field] = (value, f"{ctx.meta[CONFIG_FILE]}: {setting.key}")
+    return given
+
+
+def probe_config(ctx: click.Context, sample, values: dict) -> settings.Config:
+    """The validated settings of a probing command; --sample stands for its snapshot."""
+    given = given_settings(ctx, values)
+    if sample:
+        if given.get("host_root", ("/",))[0] != "/":
+            raise click.UsageError("--sample and --host-root exclude each other")
+        given["host_root"] = (str(samples_dir() / sample), "--sample")
+    return settings.build(given)
+
+
+probe_options = stacked(
+    setting_option("host_root"),
+    setting_option("libvirt"),
+    setting_option("libvirt_timeout"),
+)
+sample_option = click.option(
+    "--sample",
+    type=click.Choice(sample_names()),
+    help="Check a bundled sample node instead of this host.",
 )
 
 
 @cli.command()
-@host_options
+@probe_options
+@sample_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Machine-readable report (docs/check-json.md)."
 )
 @click.option("--failures", is_flag=True, help="Show only failed, warning and unknown checks.")
-def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
-    """Readiness report: every check PASS/FAIL/SKIP/UNKNOWN with detail and fix.
+@click.pass_context
+def check(ctx, sample, as_json, failures, **values):
+    """Readiness report: every check PASS/WARN/FAIL/SKIP/UNKNOWN with detail and fix.
 
     Ends with the SEV, SEV-ES and SEV-SNP verdicts. Exit status: 0 when SEV-SNP guests
-    can run, 1 when they cannot or readiness is unknown, 2 on a usage or input error.
+    can run, 1 when they cannot or readiness is unknown, 2 on a usage or input error,
+    70 on an internal error.
 
     \b
     Examples:
@@ -180,9 +199,12 @@ def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
       nfd-snp check --host-root ./node7     a snapshot from `nfd-snp capture`
     """
     from nfd_snp.checks import Guest, Readiness
+    from nfd_snp.probe import probe_report
     from nfd_snp.report import render_json, render_table
 
-    report = open_report(host_root, sample, libvirt, libvirt_timeout)
+    config = probe_config(ctx, sample, values)
+    ctx.find_object(State).info(f"probing {config.host_root} (libvirt {config.libvirt})")
+    report = probe_report(config).report
     if as_json:
         click.echo(render_json(report), nl=False)
     else:
@@ -190,57 +212,40 @@ def check(host_root, sample, libvirt, libvirt_timeout, as_json, failures):
         color = False if os.environ.get("NO_COLOR") else None
         click.echo(render_table(report, failures_only=failures), nl=False, color=color)
     ready = report.verdict(Guest.SEV_SNP).ready is Readiness.YES
-    click.get_current_context().exit(0 if ready else 1)
+    ctx.exit(0 if ready else 1)
 
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, writable=True))
-@click.option(
-    "--host-root",
-    default="/",
-    show_default=True,
-    envvar="NFD_SNP_HOST_ROOT",
-    metavar="DIR",
-    help="The live host to capture (/ on a node, /host in a container).",
-)
-@click.option(
-    "--libvirt",
-    type=click.Choice(("auto", "off")),
-    default="auto",
-    show_default=True,
-    help="Include libvirt's domain capabilities (auto: when a daemon runs).",
-)
-def capture(out, host_root, libvirt):
+@probe_options
+@click.pass_context
+def capture(ctx, out, **values):
     """Save every input the probe reads from this host into the directory OUT.
 
     OUT then replays with `nfd-snp check --host-root OUT`: for support bundles and test
-    corpora. Run as root, or the CPUID/MSR/PSP sources are recorded as unreadable. Only
-    QEMU processes' command lines are kept from /proc.
+    corpora. --host-root is the live host to capture (/ on a node, /host in a container);
+    --libvirt off leaves libvirt's domain capabilities out. Run as root, or the
+    CPUID/MSR/PSP sources are recorded as unreadable. Only QEMU processes' command lines
+    are kept from /proc.
     """
     from nfd_snp.capture import capture as do_capture
 
-    do_capture(out, host_root, libvirt=libvirt == "auto")
-    click.echo(f"captured {host_root} into {out}; replay with: nfd-snp check --host-root {out}")
+    config = probe_config(ctx, None, values)
+    do_capture(out, config)
+    click.echo(
+        printable(
+            f"captured {config.host_root} into {out}; replay with: nfd-snp check --host-root {out}"
+        )
+    )
 
 
 @cli.command()
-@host_options
-@click.option(
-    "--output",
-    "-o",
-    default=None,
-    metavar="PATH|-",
-    help="Feature file to write (default "
-    "/etc/kubernetes/node-feature-discovery/features.d/nfd-snp); '-' prints it.",
-)
-@click.option(
-    "--ttl",
-    type=click.FloatRange(120, 7 * 86400),
-    default=None,
-    metavar="SECONDS",
-    help="How long the labels stay valid without a rewrite (default 600).",
-)
-def features(host_root, sample, libvirt, libvirt_timeout, output, ttl):
+@probe_options
+@sample_option
+@setting_option("output")
+@setting_option("ttl")
+@click.pass_context
+def features(ctx, sample, **values):
     """Write the NFD feature file once (labels such as sev-snp.node.kubevirt.io/enabled).
 
     Labels appear only for guest types that can run here; SNP firmware facts (api-version,
@@ -248,83 +253,69 @@ def features(host_root, sample, libvirt, libvirt_timeout, output, ttl):
     atomically and left alone when its content is unchanged and not near expiry. For a
     node, prefer the `run` service, which keeps the labels true and renews them.
     """
-    from nfd_snp.nfd import DEFAULT_PATH
     from nfd_snp.service import write_once
 
-    config = probe_config(host_root, sample, libvirt, libvirt_timeout, ttl=ttl)
-    target = output or DEFAULT_PATH
-    result, text = write_once(config, target)
+    config = probe_config(ctx, sample, values)
+    result, text = write_once(config, config.output)
     if text is not None:
         click.echo(text, nl=False)
     elif result.written:
-        click.echo(f"wrote {target} ({result.reason})", err=True)
+        click.echo(printable(f"wrote {config.output} ({result.reason})"), err=True)
     else:
-        click.echo(f"{target} is up to date", err=True)
+        click.echo(printable(f"{config.output} is up to date"), err=True)
 
 
-@cli.command()
+class ServiceCommand(click.Command):
+    """`run`: its signal handlers go in before its arguments and configuration are read."""
+
+    def parse_args(self, ctx: click.Context, args: list) -> list:
+        from nfd_snp.signals import SignalFlags
+
+        ctx.meta[SIGNALS] = SignalFlags.install()
+        return super().parse_args(ctx, args)
+
+
+def _config_file(ctx: click.Context, _param, value):
+    """--config (eager): the file's settings become the defaults of the other options."""
+    path = value or settings.DEFAULT_CONFIG
+    ctx.meta[CONFIG_FILE] = path
+    given = settings.read_file(path, required=value is not None)
+    ctx.default_map = {field: raw for field, (raw, _where) in given.items()}
+    return path
+
+
+@cli.command(cls=ServiceCommand)
 @click.option(
     "--config",
     "config_path",
-    default=None,
+    is_eager=True,
+    callback=_config_file,
     metavar="PATH",
-    help="Configuration file (default /etc/nfd-snp/nfd-snp.conf, optional).",
+    help=f"Configuration file whose settings are the defaults of the options below "
+    f"[default: {settings.DEFAULT_CONFIG}, optional].",
 )
-@click.option(
-    "--host-root",
-    default=None,
-    metavar="DIR",
-    help="Host to probe: / (default), /host in a container, or a snapshot.",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(1, 86400),
-    default=None,
-    metavar="SECONDS",
-    help="Seconds between probes (default 60).",
-)
-@click.option(
-    "--ttl",
-    type=click.FloatRange(2, 7 * 86400),
-    default=None,
-    metavar="SECONDS",
-    help="Label lifetime without renewal (default 600; at least twice the interval).",
-)
-@click.option("--output", "-o", default=None, metavar="PATH", help="Feature file to keep true.")
-@click.option(
-    "--facts-cache",
-    default=None,
-    metavar="PATH",
-    help="Host facts for the libvirt hook (default /run/nfd-snp/facts.json).",
-)
-@click.option(
-    "--metrics-textfile",
-    default=None,
-    metavar="PATH",
-    help="Also write Prometheus metrics for node-exporter's textfile collector.",
-)
-@libvirt_option
-@libvirt_timeout_option
-def run(config_path, **options):
+@stacked(*(setting_option(s.field) for s in settings.SETTINGS))
+@click.pass_context
+def run(ctx, config_path, **values):
     """The node service: probe every interval and keep the NFD labels true.
 
     Rewrites the feature file only when a label or feature changes (or to renew the expiry
     when less than half the ttl is left), updates the facts cache the libvirt hook reads,
     and logs one line per change. Labels expire `ttl` seconds after the service stops.
     SIGTERM/SIGINT stop it cleanly; SIGHUP re-reads the configuration file (command-line
-    options still win).
+    options still win). One instance serves a facts cache: a second one exits (status 1).
     """
-    from nfd_snp import config as config_mod
     from nfd_snp.service import Service
 
-    path = config_path or config_mod.DEFAULT_CONFIG
+    overrides = given_settings(ctx, values, FROM_USER)  # they win over the file on reload too
+    required = ctx.get_parameter_source("config_path") is ParameterSource.COMMANDLINE
 
-    def load():
-        base = config_mod.load(path, required=config_path is not None)
-        return config_mod.override(base, **options)
+    def reload() -> settings.Config:
+        return settings.load(config_path, required=required, overrides=overrides)
 
-    service = Service(load(), reload=load)
-    click.get_current_context().exit(service.run())
+    config = settings.build(given_settings(ctx, values))
+    service = Service(config, reload=reload, signals=ctx.meta[SIGNALS])
+    ctx.exit(service.run())
 
 
 class DomainGroup(click.Group):

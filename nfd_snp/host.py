@@ -27,6 +27,8 @@ from nfd_snp.reasons import Reason
 DEFAULT_READ_LIMIT = 64 * 1024
 # nfd-snp-capture.json holds domcaps XML (~100 KB) and a few numbers.
 CAPTURE_FILE_LIMIT = 16 * 1024 * 1024
+# A recorded errno is a C int (errno(3)); os.strerror() overflows on anything larger.
+ERRNO_LIMIT = 1 << 31
 
 PSP_CAPTURE_KEYS = {
     uapi.SEV_PLATFORM_STATUS: "sev_platform_status",
@@ -358,8 +360,11 @@ class SnapshotHost(Host):
             reason = next((r for r in Reason if r.code == code), Reason.LIBVIRT_QUERY_FAILED)
             raise LibvirtError(reason, str(entry.get("message", "")))
         err = entry.get("errno")
-        if not isinstance(err, int) or isinstance(err, bool):
-            raise SnapshotError(f"{self.path(paths.CAPTURE_FILE)}: unreadable[{key!r}] lacks errno")
+        if not isinstance(err, int) or isinstance(err, bool) or not 0 < err < ERRNO_LIMIT:
+            raise SnapshotError(
+                f"{self.path(paths.CAPTURE_FILE)}: unreadable[{key!r}]: "
+                "errno must be a positive integer"
+            )
         raise OSError(err, str(entry.get("message") or os.strerror(err)))
 
     def cpuid(self, leaf: int) -> Tuple[int, int, int, int]:
@@ -388,7 +393,7 @@ class SnapshotHost(Host):
         if isinstance(value, dict):
             err = value.get("errno")
             fw_error = value.get("fw_error")
-            if not isinstance(err, int) or isinstance(err, bool) or err <= 0:
+            if not isinstance(err, int) or isinstance(err, bool) or not 0 < err < ERRNO_LIMIT:
                 raise SnapshotError(f"{key}: errno must be a positive integer")
             if fw_error is not None and not isinstance(fw_error, int):
                 raise SnapshotError(f"{key}: fw_error must be an integer")

@@ -16,7 +16,6 @@ from typing import Dict, Optional, Tuple
 from nfd_snp.checks import Guest, Readiness, Report
 from nfd_snp.errors import ProgrammingError
 
-DEFAULT_PATH = "/etc/kubernetes/node-feature-discovery/features.d/nfd-snp"
 NFD_MAX_FILE_BYTES = 65536  # NFD skips larger files whole
 
 ENABLED = {

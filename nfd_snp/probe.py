@@ -1,12 +1,20 @@
-"""One probe: read every source once from one host into `HostFacts`, and its report."""
+"""One probe: read every source once from one host into `HostFacts`, and its report.
+
+`probe_report` is the one entry point of the commands: probe, then evaluate the checks.
+"""
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
-from nfd_snp.host import Host, open_host
+from nfd_snp.errors import InputError
+from nfd_snp.host import Host, Recording, open_host
 from nfd_snp.model import HostFacts, TcbLayout
 from nfd_snp.sources import cgroup, cpuid, domcaps, firmware, guests, kernel, kvm, msr, psp
+
+if TYPE_CHECKING:
+    from nfd_snp.checks import Report
+    from nfd_snp.config import Config
 
 
 def probe(host: Host) -> HostFacts:
@@ -29,16 +37,31 @@ def probe(host: Host) -> HostFacts:
     )
 
 
-def probe_report(
-    host_root: "os.PathLike | str" = "/", *, libvirt: str = "auto", libvirt_timeout: float = 10.0
-):
-    """Probe `host_root` (live or snapshot) and evaluate the readiness report.
+class Probe(NamedTuple):
+    """One probe's evaluated report and, for `capture`, what it read."""
 
-    libvirt: "auto" asks host libvirt when a daemon runs, "off" never asks, "required" makes
-    a node without host libvirt not ready.
+    report: "Report"
+    recording: Optional[Recording]
+
+
+def probe_report(config: "Config", *, record: bool = False) -> Probe:
+    """Probe `config.host_root` (live or snapshot) and evaluate it: `check`, `features`,
+    `run` and `capture` all come through here.
+
+    `config.libvirt`: "auto" asks host libvirt when a daemon runs, "off" never asks,
+    "required" makes a node without host libvirt not ready. `record` keeps every input a
+    live probe reads (a snapshot is not recorded again: copy it instead).
     """
     from nfd_snp.checks import evaluate
 
-    with open_host(host_root, libvirt=libvirt != "off", libvirt_timeout=libvirt_timeout) as host:
+    with open_host(
+        config.host_root,
+        libvirt=config.libvirt != "off",
+        libvirt_timeout=config.libvirt_timeout,
+        record=record,
+    ) as host:
+        if record and host.snapshot:
+            raise InputError(f"{config.host_root} is a snapshot already; copy it instead")
         facts = probe(host)
-    return evaluate(facts, require_libvirt=libvirt == "required")
+        recording = host.recording if record else None
+    return Probe(evaluate(facts, require_libvirt=config.libvirt == "required"), recording)

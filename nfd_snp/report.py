@@ -12,6 +12,7 @@ import click
 
 from nfd_snp import __version__
 from nfd_snp.checks import Readiness, Report, Status
+from nfd_snp.errors import printable
 from nfd_snp.model import to_jsonable
 
 JSON_SCHEMA = "nfd-snp.check/v1"
@@ -76,7 +77,8 @@ def _header(report: Report) -> List[str]:
     where = f"snapshot {f.root}" if f.snapshot else f"host {f.root}"
     cpu = f.kernel.model_name or f.cpu.vendor or "unknown CPU"
     kernel = f.kernel.release or "unknown"
-    return [f"nfd-snp check: {where}", f"CPU: {cpu}; kernel {kernel}", ""]
+    # Host strings (a snapshot's CPU model name, ...) reach the terminal escaped.
+    return [printable(f"nfd-snp check: {where}"), printable(f"CPU: {cpu}; kernel {kernel}"), ""]
 
 
 def _collapse_skips(results):
@@ -123,10 +125,10 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
         status = r.outcome.status
         indent = "" if failures_only else "  " * r.depth
         text = r.check.title
-        detail_text = r.text
+        detail_text = printable(r.text)
         if len(group) > 1:
             text = f"{len(group)} dependent checks"
-            detail_text = f"{r.outcome.detail}: " + ", ".join(g.check.name for g in group)
+            detail_text = f"{detail_text}: " + ", ".join(g.check.name for g in group)
         pad = " " * (8 + len(indent) + 2 if stacked else 8 + title_width + 2)
         text_width = max(width - len(pad) - 1, 30)
         detail = textwrap.wrap(detail_text, text_width) or [""]
@@ -140,7 +142,8 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
             lines.append(f"{tag} {(indent + text).ljust(title_width)}  {detail[0]}")
             lines.extend(pad + more for more in detail[1:])
         if r.fix:
-            fix = textwrap.wrap(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]", text_width)
+            fix_text = printable(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]")
+            fix = textwrap.wrap(fix_text, text_width)
             lines.extend(pad + click.style(part, fg="cyan") for part in fix)
     if failures_only and not results:
         lines.append("no failed, warning or unknown checks")

@@ -13,27 +13,22 @@ disappear at most `ttl` later, plus one nfd-worker rescan (60 s by default).
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
-import signal
+import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from nfd_snp import facts_cache, nfd, probe
-from nfd_snp.atomic import WriteError, remove_stale_temps, write_atomic
+from nfd_snp.atomic import make_directories, remove_stale_temps, write_atomic
 from nfd_snp.checks import Report
 from nfd_snp.config import Config
-from nfd_snp.errors import NfdSnpError
+from nfd_snp.errors import AlreadyRunningError, NfdSnpError, WriteError, printable
+from nfd_snp.signals import SignalFlags
 
 Clock = Callable[[], float]
-
-
-def probe_report(config: Config) -> Report:
-    return probe.probe_report(
-        config.host_root, libvirt=config.libvirt, libvirt_timeout=config.libvirt_timeout
-    )
 
 
 def _utc(seconds: float) -> datetime.datetime:
@@ -96,6 +91,62 @@ def _verdict_line(report: Report) -> str:
     return "; ".join(parts)
 
 
+def _log_to_stderr(line: str) -> None:
+    print(f"nfd-snp: {line}", file=sys.stderr, flush=True)
+
+
+def lock_path(config: Config) -> str:
+    """The run lock: next to the facts cache, in the service's run directory."""
+    return config.facts_cache + ".lock"
+
+
+def take_lock(path: str) -> int:
+    """Hold an exclusive flock on `path` for the life of the process (the fd it returns).
+
+    Two services writing the same files with different views of the node would flap the
+    labels; the second one stops here with the first one's pid.
+    """
+    make_directories(os.path.dirname(path) or ".")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise WriteError(f"cannot open the lock {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise AlreadyRunningError(
+            f"another nfd-snp run (pid {holder}) already serves these files; it holds {path}"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise WriteError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def notify_systemd(state: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if systemd set it.
+
+    With Type=notify, systemd holds `systemctl reload` (SIGHUP) back until READY=1, which
+    is sent once the signal handlers are in place.
+    """
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address or address[0] not in "/@":
+        return
+    if address[0] == "@":
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError:
+        pass  # outside systemd's watch nothing waits for it
+
+
 class Service:
     """One node's refresh loop. `cycle()` is one probe and its writes; `run()` loops."""
 
@@ -104,27 +155,28 @@ class Service:
         config: Config,
         *,
         clock: Clock = time.time,
-        log: Callable[[str], None] = lambda line: print(
-            f"nfd-snp: {line}", file=sys.stderr, flush=True
-        ),
+        log: Callable[[str], None] = _log_to_stderr,
         reload: Optional[Callable[[], Config]] = None,
+        signals: Optional[SignalFlags] = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.log = log
+        self._log = log
         self.reload = reload
+        self.signals = signals
         self.published: Optional[nfd.Publication] = None
         self.verdicts: Optional[str] = None
         self.last_error: Optional[str] = None
-        self.wake = threading.Event()
-        self.stopping = False
-        self.reload_requested = False
+
+    def log(self, line: str) -> None:
+        """One line; host strings in it (model names, paths, errors) are escaped."""
+        self._log(printable(line))
 
     def cycle(self) -> Optional[FeatureWrite]:
         """Probe and write what changed. Errors are logged once, not per cycle."""
         now = self.clock()
         try:
-            report = probe_report(self.config)
+            report = probe.probe_report(self.config).report
             pub = nfd.publication(report)
             result = write_features(self.config.output, pub, now, self.config.ttl)
             data = facts_cache.encode(report, self.config.ttl)
@@ -154,16 +206,21 @@ class Service:
 
     # -- the loop --------------------------------------------------------------------
 
-    def _on_stop(self, signum, _frame) -> None:
-        self.stopping = True
-        self.wake.set()
+    def _warn_untrusted_facts(self) -> None:
+        why = facts_cache.directory_untrusted_because(self.config.facts_cache)
+        if why:
+            self.log(
+                f"warning: the libvirt hook will not trust {self.config.facts_cache} ({why}); "
+                "SEV-SNP domains will be refused"
+            )
 
-    def _on_hup(self, _signum, _frame) -> None:
-        self.reload_requested = True
-        self.wake.set()
+    def _sweep(self) -> None:
+        """Remove temporary files a killed writer left in every directory it writes."""
+        for path in (self.config.output, self.config.facts_cache, self.config.metrics_textfile):
+            if path:
+                remove_stale_temps(os.path.dirname(path) or ".")
 
     def _reload(self) -> None:
-        self.reload_requested = False
         if self.reload is None:
             return
         try:
@@ -173,30 +230,36 @@ class Service:
             return
         if config != self.config:
             self.log(f"configuration reloaded: every {config.interval:g} s -> {config.output}")
-        self.config = config
+            self.config = config
+            self._warn_untrusted_facts()
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
-        remove_stale_temps(os.path.dirname(self.config.output) or ".")
-        self.log(
-            f"probing {self.config.host_root} every {self.config.interval:g} s; labels in "
-            f"{self.config.output} (ttl {self.config.ttl:g} s)"
-        )
-        while not self.stopping:
-            if self.reload_requested:
-                self._reload()
-            self.cycle()
-            self.wake.wait(self.config.interval)
-            self.wake.clear()
+        """Serve until SIGTERM/SIGINT: lock, sweep, tell systemd it is ready, loop."""
+        signals = self.signals or SignalFlags.install()
+        self._warn_untrusted_facts()
+        lock = take_lock(lock_path(self.config))
+        try:
+            self._sweep()
+            self.log(
+                f"probing {self.config.host_root} every {self.config.interval:g} s; labels in "
+                f"{self.config.output} (ttl {self.config.ttl:g} s)"
+            )
+            notify_systemd("READY=1")
+            while not signals.stop:
+                if signals.take_reload():
+                    self._reload()
+                self.cycle()
+                signals.wait(self.config.interval)
+            notify_systemd("STOPPING=1")
+        finally:
+            os.close(lock)
         self.log("stopped")
         return 0
 
 
 def write_once(config: Config, output: str) -> tuple:
     """`nfd-snp features`: one probe; write `output` (or return the text for '-')."""
-    report = probe_report(config)
+    report = probe.probe_report(config).report
     pub = nfd.publication(report)
     now = time.time()
     if output == "-":

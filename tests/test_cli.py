@@ -107,6 +107,14 @@ def test_usage_and_input_errors_exit_2(args, message):
         ('{"snp_platform_status": {"errno": "x"}}', "errno must be a positive integer"),
         ('{"domcaps": 5}', "'domcaps' must be a string or null"),
         ("[" * 100000, "not valid JSON"),
+        # an errno beyond a C int used to crash os.strerror (OverflowError)
+        ('{"snp_platform_status": {"errno": 2147483648}}', "errno must be a positive integer"),
+        ('{"sev_platform_status": {"errno": 18446744073709551617}}', "must be a positive integer"),
+        (
+            '{"unreadable": {"cpuid:0x00000000": {"errno": 2147483648}}}',
+            "unreadable['cpuid:0x00000000']: errno must be a positive integer",
+        ),
+        ('{"unreadable": {"file:proc/cpuinfo": {"errno": -5}}}', "must be a positive integer"),
     ],
 )
 def test_corrupt_snapshot_is_one_line_exit_2(tmp_path, content, message):
@@ -115,6 +123,90 @@ def test_corrupt_snapshot_is_one_line_exit_2(tmp_path, content, message):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nfd-snp: error:") and message in lines[0]
+
+
+def test_capture_of_a_missing_host_root_is_refused(tmp_path):
+    out = tmp_path / "snap"
+    result = CliRunner().invoke(cli, ["capture", str(out), "--host-root", "/nonexistent"])
+    assert result.exit_code == 2
+    assert result.output == "nfd-snp: error: --host-root: /nonexistent is not a directory\n"
+    assert not out.exists()
+
+
+def test_capture_of_a_snapshot_is_refused(tmp_path):
+    from tests.conftest import SAMPLES
+
+    root = SAMPLES / "intel"
+    result = CliRunner().invoke(cli, ["capture", str(tmp_path / "s"), "--host-root", str(root)])
+    assert result.exit_code == 2
+    assert result.output == f"nfd-snp: error: {root} is a snapshot already; copy it instead\n"
+
+
+def test_internal_error_has_its_own_exit_status(monkeypatch):
+    """A bug is not "not ready" (1): it exits 70 (EX_SOFTWARE), in one escaped line."""
+    from nfd_snp import probe
+    from nfd_snp.errors import EXIT_INTERNAL_ERROR
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("oops\nsecond line")
+
+    monkeypatch.setattr(probe, "probe_report", broken)
+    result = CliRunner().invoke(cli, ["check", "--sample", "intel"])
+    assert result.exit_code == EXIT_INTERNAL_ERROR == 70
+    assert result.output == (
+        "nfd-snp: internal error: RuntimeError: oops\\nsecond line "
+        "(run with -v for a traceback and report it)\n"
+    )
+    assert "70 internal error" in " ".join(run("--help").output.split())
+
+
+def test_host_strings_reach_the_terminal_escaped(snapshot):
+    """A snapshot's CPU model name carrying terminal escapes is printed inert."""
+    from tests.conftest import SAMPLES
+
+    cpuinfo = (SAMPLES / "genoa-snp-ready" / "proc/cpuinfo").read_text()
+    evil = "AMD EPYC \x1b]0;pwned\x07\x1b[2J 9654\u202e"
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={"proc/cpuinfo": cpuinfo.replace("AMD EPYC 9654 96-Core Processor", evil)},
+    )
+    for colour in (False, True):
+        text = CliRunner().invoke(cli, ["check", "--host-root", str(root)], color=colour).output
+        header = text.splitlines()[1]
+        assert header.startswith("CPU: AMD EPYC \\x1b]0;pwned\\x07\\x1b[2J 9654\\u202e;")
+        assert "\x07" not in text and "\u202e" not in text and "\x1b]" not in text
+        assert "\x1b[2J" not in text
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["line 1\nline 2", "tab\there", "\x1b[31mred", "a\r\nb", "bidi \u202e tail", "nul \0"],
+)
+def test_every_error_is_one_printable_line(message, monkeypatch):
+    """Messages quoting parsers (lxml) or names (domains) are escaped into one line."""
+    from nfd_snp.domain import cli_support
+    from nfd_snp.errors import UnsafeXmlError, printable
+
+    def refuse(*args, **kwargs):
+        raise UnsafeXmlError(f"domain XML: not well-formed XML ({message})")
+
+    monkeypatch.setattr(cli_support, "rewrite_text", refuse)
+    result = CliRunner().invoke(cli, ["domain", "rewrite", "--facts", "none"], input="<a/>")
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1
+    line = result.output.rstrip("\n")
+    assert line.isprintable(), line
+    assert line == f"nfd-snp: error: domain XML: not well-formed XML ({printable(message)})"
+
+
+def test_domain_name_with_a_newline_is_escaped():
+    result = CliRunner().invoke(
+        cli, ["domain", "convert", "evil\nname\x1b[31m", "-c", "test:///default", "--dry-run"]
+    )
+    assert result.exit_code == 2
+    assert result.output == (
+        "nfd-snp: error: no domain named 'evil\\nname\\x1b[31m' on test:///default\n"
+    )
 
 
 def test_capture_into_non_empty_directory_refused(tmp_path):
@@ -162,3 +254,27 @@ def test_table_fits_the_terminal(columns, monkeypatch):
     body = text.splitlines()[3:]  # below the header, whose snapshot path is not broken
     assert max(len(line) for line in body) <= columns
     assert "fix: The BIOS reserved no RMP table" in " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--sample", "intel"],
+        ["features", "--sample", "intel", "-o", "-"],
+        ["capture", "{tmp}/snap", "--libvirt", "off"],
+    ],
+)
+def test_commands_probe_through_one_entry_point(args, tmp_path, monkeypatch):
+    """check, features and capture (and run: tests/test_nfd.py) call probe.probe_report."""
+    from nfd_snp import probe
+
+    seen = []
+
+    def spy(config, **kwargs):
+        seen.append((config.host_root, kwargs))
+        raise RuntimeError("probed")
+
+    monkeypatch.setattr(probe, "probe_report", spy)
+    result = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 70 and "RuntimeError: probed" in result.output
+    assert len(seen) == 1 and seen[0][1] == ({"record": True} if args[0] == "capture" else {})

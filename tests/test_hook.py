@@ -157,6 +157,49 @@ def test_prepare_refuses_stale_facts(facts):
     assert (plain.returncode, plain.stderr) == (0, b"")
 
 
+@pytest.mark.parametrize(
+    "attack, message",
+    [
+        ("fifo", "{path} is not a regular file"),
+        ("symlink", "{path} is a symbolic link, not trusted"),
+        ("world-writable", "{path} is not trusted: it is writable by group or others"),
+        ("other-owner", "{path} is not trusted: it is owned by uid 65534, not root"),
+        ("open-directory", "is not trusted: its directory {dir} is writable by group or others"),
+        ("infinite-validity", "{path} is not valid JSON"),
+        ("huge-validity", "facts cache: valid_for is not 2..604800 seconds"),
+        ("future-stamp", "s in the future, more than the 60 s of clock skew allowed"),
+    ],
+)
+def test_prepare_never_trusts_facts_others_could_have_written(facts, tmp_path, attack, message):
+    """The hook decides as root: facts anyone but root could have planted are refused."""
+    facts.write()
+    path = facts.path
+    if attack == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif attack == "symlink":
+        good = tmp_path / "good.json"
+        path.rename(good)
+        path.symlink_to(good)
+    elif attack == "world-writable":
+        path.chmod(0o666)
+    elif attack == "other-owner":
+        os.chown(path, 65534, 65534)
+    elif attack == "open-directory":
+        tmp_path.chmod(0o1777)
+    elif attack == "infinite-validity":
+        path.write_text(path.read_text().replace('"valid_for":600.0', '"valid_for":Infinity'))
+    elif attack == "huge-validity":
+        path.write_text(path.read_text().replace('"valid_for":600.0', '"valid_for":1e12'))
+    elif attack == "future-stamp":
+        year = os.stat(path).st_mtime + 365 * 86400
+        os.utime(path, (year, year))
+    line = _refusal(run_hook("prepare", "begin", CONVERTED, path))
+    assert message.format(path=path, dir=tmp_path) in line
+    plain = run_hook("prepare", "begin", PLAIN, path)  # everyone else still starts
+    assert (plain.returncode, plain.stderr) == (0, b"")
+
+
 def test_prepare_refuses_invalid_options(facts):
     facts.write()
     bad = CONVERTED.replace(b'vcek="yes"', b'vcek="yes" hostData="tooshort"')

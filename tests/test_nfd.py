@@ -238,15 +238,24 @@ def test_killed_between_write_and_rename_leaves_nfd_a_whole_file(tmp_path):
     assert os.listdir(out.parent) == ["nfd-snp"]
 
 
-@pytest.mark.parametrize("target", ["/dev/null/features.d/nfd-snp", "{tmp}"])
-def test_unwritable_output_is_exit_1_with_message(tmp_path, target):
+@pytest.mark.parametrize(
+    "target, code, message",
+    [
+        ("/dev/null/features.d/nfd-snp", 1, "error: cannot read /dev/null/features.d/nfd-snp"),
+        ("{tmp}", 2, "--output: {tmp} is a directory"),
+        ("{tmp}/", 2, "is a directory"),
+        ("", 2, "--output: is empty"),
+    ],
+)
+def test_unwritable_output_is_one_line(tmp_path, target, code, message):
     target = target.format(tmp=tmp_path)
     result = CliRunner().invoke(
         cli, ["features", "--sample", "genoa-snp-ready", "--output", target]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == code
     line = result.output.strip()
-    assert line.startswith("nfd-snp: error: cannot") and "\n" not in line
+    assert line.startswith("nfd-snp: error: ") and "\n" not in line
+    assert message.format(tmp=tmp_path) in line
 
 
 def test_features_command_writes_then_reports_up_to_date(tmp_path):
@@ -283,15 +292,17 @@ def test_facts_cache_rewritten_only_on_change_but_kept_fresh(tmp_path, snapshot)
     assert json.loads(open(path).read()) == cache  # removed behind its back: written again
 
 
-def test_metrics_textfile(tmp_path, snapshot):
+def test_metrics_textfile_needs_no_client_library(tmp_path, snapshot, monkeypatch):
+    """Written without prometheus_client (an optional package), read back by its parser."""
+    service, log = _service(tmp_path, snapshot(base="rome-sev-only"), FakeClock())
+    metrics_path = tmp_path / "textfile" / "nfd_snp.prom"
+    service.config = service.config._replace(metrics_textfile=str(metrics_path))
+    with monkeypatch.context() as without:
+        without.setitem(sys.modules, "prometheus_client", None)  # import fails
+        assert service.cycle() is not None, log
+    assert oct(os.stat(metrics_path).st_mode & 0o777) == "0o644"
     from prometheus_client.parser import text_string_to_metric_families
 
-    service, _ = _service(tmp_path, snapshot(base="rome-sev-only"), FakeClock())
-    metrics_path = tmp_path / "nfd_snp.prom"
-    from dataclasses import replace
-
-    service.config = replace(service.config, metrics_textfile=str(metrics_path))
-    service.cycle()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(metrics_path.read_text())
@@ -302,3 +313,18 @@ def test_metrics_textfile(tmp_path, snapshot):
     assert samples[("nfd_snp_asids", (("kind", "sev"),))] == 509
     assert samples[("nfd_snp_asids_used", (("kind", "sev"),))] == 2
     assert samples[("nfd_snp_firmware_info", (("sev_api_version", "0.24"),))] == 1
+
+
+def test_service_probes_through_the_one_entry_point(tmp_path, monkeypatch):
+    from nfd_snp import probe
+
+    service, _ = _service(tmp_path, SAMPLES / "intel", FakeClock())
+    monkeypatch.setattr(probe, "probe_report", lambda config: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a bug is not swallowed as a cycle error
+        service.cycle()
+
+
+def test_service_log_lines_are_escaped(tmp_path):
+    service, log = _service(tmp_path, SAMPLES / "intel", FakeClock())
+    service.log("cannot write /tmp/evil\nnfd-snp: recovered\x1b[2J")
+    assert log == ["cannot write /tmp/evil\\nnfd-snp: recovered\\x1b[2J"]

@@ -309,7 +309,11 @@ def test_json_and_facts_cache_agree_with_the_report(host):
     for v in report.verdicts:
         assert data["verdicts"][v.guest.value]["ready"] == v.ready.value
         assert data["verdicts"][v.guest.value]["blocking"] == list(v.blocking)
-        assert cache["verdicts"][v.guest.value]["ready"] == v.ready.value
+    snp = report.verdict(Guest.SEV_SNP)
+    assert cache["verdicts"]["sev-snp"] == {
+        "ready": snp.ready.value,
+        "blocking": list(snp.blocking),
+    }
     cbit = report.facts.cbit()
     assert cache["reducedPhysBits"] == (cbit.reducedPhysBits if cbit else None)
     assert cache["reducedPhysBits"] in (1, None)  # QEMU's value, never CPUID's 5 or 6

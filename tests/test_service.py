@@ -1,4 +1,4 @@
-"""`nfd-snp run` as a real process (signals, reload), its configuration, libvirt timeouts."""
+"""`nfd-snp run` as a real process: signals, reload, lock, start-up checks, libvirt timeouts."""
 
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
-
-from nfd_snp import config as config_mod
-from nfd_snp.cli import cli
-from nfd_snp.errors import InputError
 from tests.conftest import SAMPLES
 
 
@@ -27,11 +22,15 @@ def _wait_for(predicate, timeout=10.0):
     return False
 
 
-def _start(args, tmp_path):
+def _start(args, tmp_path, env=None):
     exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
-    log = open(tmp_path / "run.log", "w+")
+    log = open(tmp_path / f"run{len(list(tmp_path.glob('run*.log')))}.log", "w+")
     proc = subprocess.Popen(
-        [exe, "run", *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        [exe, "run", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
     )
     return proc, log
 
@@ -97,51 +96,202 @@ def test_sighup_rereads_the_configuration(tmp_path):
     assert "configuration reloaded" in log.read()
 
 
-def test_bad_config_at_start_is_exit_2(tmp_path):
-    conf = tmp_path / "bad.conf"
-    conf.write_text("[nfd-snp]\ninterval = soon\n")
-    result = CliRunner().invoke(cli, ["run", "--config", str(conf)])
-    assert result.exit_code == 2
-    assert "interval = 'soon' is not a number" in result.output
+def _args(tmp_path, *more):
+    return [
+        "--config",
+        "/dev/null",
+        "--host-root",
+        str(SAMPLES / "genoa-snp-ready"),
+        "--libvirt",
+        "off",
+        "--output",
+        str(tmp_path / "features.d" / "nfd-snp"),
+        "--facts-cache",
+        str(tmp_path / "run" / "facts.json"),
+        *more,
+    ]
+
+
+def _stop(proc, log) -> str:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    log.seek(0)
+    text = log.read()
+    assert "Traceback" not in text and "internal error" not in text, text
+    return text
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    "conf, args, message",
     [
-        ("[nfd-snp]\nbogus = 1\n", "unknown setting 'bogus'"),
-        ("[other]\nx = 1\n", "unknown section [other]"),
-        ("[nfd-snp]\ninterval = 60\nttl = 90\n", "at least twice the interval"),
-        ("[nfd-snp]\nlibvirt = maybe\n", "libvirt must be one of auto, required, off"),
-        ("no section\n", "File contains no section headers"),
-        ("[nfd-snp]\ninterval = 0\n", "interval must be 1..86400"),
+        # the reproducer: every cycle used to die with an internal error
+        (
+            "[nfd-snp]\ninterval = 1\nttl = nan\n",
+            [],
+            "c.conf: ttl: must be 2..604800 seconds, not nan",
+        ),
+        ("[nfd-snp]\nttl = 1e9\n", [], "c.conf: ttl: must be 2..604800 seconds, not 1e+09"),
+        ("", ["--interval", "inf"], "--interval: must be 1..86400 seconds, not inf"),
+        ("", ["--ttl", "1e12"], "--ttl: must be 2..604800 seconds, not 1e+12"),
+        ("[nfd-snp]\noutput =\n", [], "c.conf: output: is empty (a path is needed)"),
+        ("[nfd-snp]\nfacts-cache =\n", [], "c.conf: facts-cache: is empty (a path is needed)"),
+        ("", ["--facts-cache", ""], "--facts-cache: is empty (a path is needed)"),
+        ("[nfd-snp]\ninterval = soon\n", [], "c.conf: interval: 'soon' is not a number of seconds"),
     ],
 )
-def test_config_errors_name_the_problem(tmp_path, text, message):
-    path = tmp_path / "nfd-snp.conf"
-    path.write_text(text)
-    with pytest.raises(InputError) as exc:
-        config_mod.load(str(path))
-    assert message in str(exc.value) and str(path) in str(exc.value)
+def test_malformed_setting_never_reaches_the_loop(tmp_path, conf, args, message):
+    (tmp_path / "c.conf").write_text(conf)
+    base = ["--host-root", str(SAMPLES / "genoa-snp-ready"), "--libvirt", "off"]
+    for name, path in (("output", "f"), ("facts-cache", "fc.json")):
+        if f"{name} =" not in conf and f"--{name}" not in args:
+            base += [f"--{name}", str(tmp_path / path)]
+    exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
+    proc = subprocess.run(
+        [exe, "run", "--config", "c.conf", *base, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f"nfd-snp: error: {message}\n"
+    assert sorted(os.listdir(tmp_path)) == ["c.conf"]  # nothing written, not even a temp file
 
 
-def test_config_file_and_overrides(tmp_path):
-    path = tmp_path / "nfd-snp.conf"
-    path.write_text("[nfd-snp]\ninterval = 30 ; seconds\nttl = 300\nmetrics-textfile =\n")
-    loaded = config_mod.load(str(path))
-    assert (loaded.interval, loaded.ttl, loaded.metrics_textfile) == (30.0, 300.0, None)
-    assert config_mod.override(loaded, interval=10.0, output=None).interval == 10.0
-    assert config_mod.load(str(tmp_path / "absent.conf")) == config_mod.Config()
-    with pytest.raises(InputError):
-        config_mod.load(str(tmp_path / "absent.conf"), required=True)
+def test_config_file_feeds_the_defaults_and_the_command_line_wins(tmp_path):
+    """Also after SIGHUP: the reloaded file cannot take back what the command line set."""
+    conf = tmp_path / "nfd-snp.conf"
+    wanted, ignored = tmp_path / "cli" / "nfd-snp", tmp_path / "file" / "nfd-snp"
+
+    def write_conf(interval):
+        conf.write_text(
+            f"[nfd-snp]\ninterval = {interval}\nttl = 120\nlibvirt = off\n"
+            f"host-root = {SAMPLES / 'genoa-snp-ready'}\noutput = {ignored}\n"
+            f"facts-cache = {tmp_path / 'run' / 'facts.json'}\n"
+        )
+
+    write_conf(30)
+    proc, log = _start(["--config", str(conf), "--output", str(wanted)], tmp_path)
+    try:
+        assert _wait_for(wanted.exists)
+        write_conf(20)
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for(lambda: "configuration reloaded: every 20 s" in open(log.name).read())
+        text = _stop(proc, log)
+    finally:
+        proc.kill()
+    assert "every 30 s; labels in " + str(wanted) in text  # the interval came from the file
+    assert not ignored.exists()
+
+
+def _caught(pid: int) -> set:
+    """Signals the process has a handler for (/proc/PID/status SigCgt, bit signum - 1)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return {s for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM) if mask >> (s - 1) & 1}
+
+
+def test_ready_notification_comes_after_the_handlers(tmp_path):
+    """systemd (Type=notify) holds reloads back until READY=1; by then SIGHUP is handled."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    proc, log = _start(_args(tmp_path, "--interval", "1", "--ttl", "60"), tmp_path, env)
+    try:
+        assert notify.recv(64) == b"READY=1"
+        proc.send_signal(signal.SIGHUP)  # at once: a reload right after start
+        assert _caught(proc.pid) == {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
+        assert _wait_for((tmp_path / "features.d" / "nfd-snp").exists)
+        assert proc.poll() is None
+        text = _stop(proc, log)
+        assert notify.recv(64) == b"STOPPING=1"
+    finally:
+        proc.kill()
+        notify.close()
+    assert "stopped" in text
+
+
+def test_sighup_as_soon_as_handled_does_not_kill(tmp_path):
+    proc, log = _start(_args(tmp_path, "--interval", "1", "--ttl", "60"), tmp_path)
+    try:
+        assert _wait_for(lambda: signal.SIGHUP in _caught(proc.pid), timeout=20)
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for((tmp_path / "features.d" / "nfd-snp").exists)
+        assert proc.poll() is None
+        _stop(proc, log)
+    finally:
+        proc.kill()
+
+
+def test_sighup_storm_neither_recurses_nor_kills(tmp_path):
+    proc, log = _start(_args(tmp_path, "--interval", "1", "--ttl", "60"), tmp_path)
+    try:
+        assert _wait_for((tmp_path / "features.d" / "nfd-snp").exists)
+        deadline, sent = time.monotonic() + 2, 0
+        while time.monotonic() < deadline:
+            os.kill(proc.pid, signal.SIGHUP)
+            sent += 1
+        assert sent > 1000
+        assert proc.poll() is None
+        text = _stop(proc, log)
+    finally:
+        proc.kill()
+    assert "RecursionError" not in text
+
+
+def test_second_instance_exits_with_a_clear_message(tmp_path):
+    first, log = _start(_args(tmp_path, "--interval", "1", "--ttl", "60"), tmp_path)
+    try:
+        assert _wait_for((tmp_path / "features.d" / "nfd-snp").exists)
+        exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
+        second = subprocess.run(
+            [exe, "run", *_args(tmp_path)], capture_output=True, text=True, timeout=30
+        )
+        assert second.returncode == 1
+        lock = tmp_path / "run" / "facts.json.lock"
+        assert second.stderr == (
+            f"nfd-snp: error: another nfd-snp run (pid {first.pid}) already serves these "
+            f"files; it holds {lock}\n"
+        )
+        assert first.poll() is None
+        _stop(first, log)
+    finally:
+        first.kill()
+    # the lock goes with the process: the next start takes it
+    again, log = _start(_args(tmp_path, "--interval", "1", "--ttl", "60"), tmp_path)
+    try:
+        assert _wait_for(lambda: "probing" in open(log.name).read())
+        _stop(again, log)
+    finally:
+        again.kill()
+
+
+def test_stale_temps_are_swept_from_every_directory_it_writes(tmp_path):
+    dirs = [tmp_path / "features.d", tmp_path / "run", tmp_path / "metrics"]
+    for d in dirs:
+        d.mkdir()
+        (d / ".nfd-snp-tmp.nfd-snp.4242").write_text("left by a killed writer")
+        (d / ".keep").write_text("not ours")
+    args = _args(tmp_path, "--metrics-textfile", str(tmp_path / "metrics" / "nfd_snp.prom"))
+    proc, log = _start(args, tmp_path)
+    try:
+        assert _wait_for((tmp_path / "metrics" / "nfd_snp.prom").exists)
+        _stop(proc, log)
+    finally:
+        proc.kill()
+    for d in dirs:
+        assert not any(n.startswith(".nfd-snp-tmp.") for n in os.listdir(d)), d
+        assert (d / ".keep").exists()
 
 
 def test_required_libvirt_on_a_node_without_it(snapshot):
     from nfd_snp.config import Config
-    from nfd_snp.service import probe_report
+    from nfd_snp.probe import probe_report
 
     root = snapshot(base="genoa-snp-ready", capture={"domcaps": None})
-    auto = probe_report(Config(host_root=str(root), libvirt="auto"))
-    required = probe_report(Config(host_root=str(root), libvirt="required"))
+    auto = probe_report(Config(host_root=str(root), libvirt="auto")).report
+    required = probe_report(Config(host_root=str(root), libvirt="required")).report
     assert auto.verdicts[2].ready.value == "yes"
     assert required.verdicts[2].ready.value == "no"
     assert "libvirt.sev_snp" in required.verdicts[2].blocking

@@ -1,0 +1,64 @@
+"""Signals of the node service, as flags: SIGTERM/SIGINT stop it, SIGHUP asks for a reload.
+
+Handlers only set a flag; the service loop acts on the flags between cycles, so no work
+(reloading, logging, locking) ever runs inside a handler, a handler never re-enters the
+loop, and a storm of signals cannot recurse. The loop sleeps in `select()` on a pipe that
+`signal.set_wakeup_fd` writes to on every signal, so a signal ends the sleep at once.
+
+`install()` comes first in `nfd-snp run`, before the configuration is read: from then on a
+SIGHUP (`systemctl reload`) is a reload request, never death by the default action.
+Standard library only, and cheap to import: it runs before the rest of the service loads.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+
+
+class SignalFlags:
+    """What the signals asked for since the loop last looked."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+        self._read_fd = -1
+        self._write_fd = -1
+
+    @classmethod
+    def install(cls) -> "SignalFlags":
+        """Install the handlers (main thread only) and the wake-up pipe."""
+        flags = cls()
+        flags._read_fd, flags._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGHUP, flags._on_reload)
+        signal.signal(signal.SIGTERM, flags._on_stop)
+        signal.signal(signal.SIGINT, flags._on_stop)
+        # A full pipe means the loop is already due to wake: dropping more bytes is fine.
+        signal.set_wakeup_fd(flags._write_fd, warn_on_full_buffer=False)
+        return flags
+
+    def _on_stop(self, _signum, _frame) -> None:
+        self.stop = True
+
+    def _on_reload(self, _signum, _frame) -> None:
+        self.reload = True
+
+    def take_reload(self) -> bool:
+        """Whether a reload was asked for since the last call."""
+        asked, self.reload = self.reload, False
+        return asked
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to `timeout` seconds; return early when a signal arrives."""
+        self._drain()  # wake-ups of signals the flags already show
+        if not (self.stop or self.reload):
+            select.select([self._read_fd], [], [], timeout)
+            self._drain()
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._read_fd, 512):
+                pass
+        except BlockingIOError:
+            pass

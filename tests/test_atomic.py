@@ -1,0 +1,67 @@
+"""Atomic writes as root into directories someone else may have prepared."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from nfd_snp.atomic import TEMP_PREFIX, write_atomic
+from nfd_snp.config import Config
+from nfd_snp.service import Service
+from tests.conftest import SAMPLES
+
+
+def test_planted_symlinks_are_never_written_through(tmp_path):
+    """The old temp names were predictable: a symlink planted there made root write its
+    target and then renamed the symlink into place as the output."""
+    out = tmp_path / "features.d" / "nfd-snp"
+    out.parent.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for pid in range(os.getpid() - 50, os.getpid() + 50):
+        (out.parent / f"{TEMP_PREFIX}{out.name}.{pid}").symlink_to(victim)
+    write_atomic(out, b"labels\n")
+    assert victim.read_text() == "precious"
+    assert stat.S_ISREG(os.lstat(out).st_mode) and out.read_bytes() == b"labels\n"
+
+
+def test_output_symlink_is_replaced_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "nfd-snp"
+    out.symlink_to(victim)
+    write_atomic(out, b"labels\n")
+    assert victim.read_text() == "precious" and not out.is_symlink()
+
+
+def test_a_directory_at_the_old_temp_name_does_not_block_writing(tmp_path):
+    out = tmp_path / "nfd-snp"
+    (tmp_path / f"{TEMP_PREFIX}{out.name}.{os.getpid()}").mkdir()
+    write_atomic(out, b"x")
+    assert out.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077, 0o027])
+def test_modes_do_not_follow_the_umask(tmp_path, umask):
+    """Directories 0755, feature file, facts cache and metrics 0644, whatever the umask."""
+    config = Config(
+        host_root=str(SAMPLES / "rome-sev-only"),
+        libvirt="off",
+        output=str(tmp_path / "a" / "features.d" / "nfd-snp"),
+        facts_cache=str(tmp_path / "b" / "run" / "facts.json"),
+        metrics_textfile=str(tmp_path / "c" / "textfile" / "nfd_snp.prom"),
+    )
+    old = os.umask(umask)
+    try:
+        assert Service(config, log=lambda line: None).cycle().written
+    finally:
+        os.umask(old)
+    for path in (config.output, config.facts_cache, config.metrics_textfile):
+        assert oct(os.stat(path).st_mode & 0o7777) == "0o644", path
+        directory = os.path.dirname(path)
+        while directory != str(tmp_path):
+            assert oct(os.stat(directory).st_mode & 0o7777) == "0o755", directory
+            directory = os.path.dirname(directory)
+    assert not [n for n in os.listdir(os.path.dirname(config.output)) if n.startswith(".")]

@@ -1,0 +1,174 @@
+"""The facts cache: one format module, and a reader that trusts only what root wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nfd_snp import facts_cache
+from nfd_snp.checks import evaluate
+from nfd_snp.errors import DomainError
+from tests.conftest import REPO, SAMPLES, probe_root
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """A fresh cache of an SNP-ready node, written as the service writes it."""
+    directory = tmp_path / "run"
+    path = directory / "facts.json"
+    facts_cache.write_if_changed(str(path), _encoded())
+    return path
+
+
+def _encoded(valid_for=600.0, **changes) -> bytes:
+    data = facts_cache.summary(evaluate(probe_root(SAMPLES / "genoa-snp-ready")), valid_for)
+    data.update(changes)
+    return json.dumps(data).encode()
+
+
+def _refusal(path) -> str:
+    with pytest.raises(DomainError) as exc:
+        facts_cache.load(str(path))
+    text = str(exc.value)
+    assert text.startswith("node SEV-SNP readiness is unknown: ") or text.startswith("facts cache")
+    return text
+
+
+def test_written_cache_is_trusted_and_holds_only_what_readers_use(cache):
+    facts = facts_cache.load(str(cache))
+    assert (facts.snp_ready, facts.cbitpos, facts.reducedPhysBits) == ("yes", 51, 1)
+    assert facts.snp_api == (1, 55) and facts.valid_for == 600.0
+    data = json.loads(cache.read_text())
+    assert set(data) == {
+        "schema",
+        "valid_for",
+        "verdicts",
+        "cbitpos",
+        "reducedPhysBits",
+        "snp_api",
+        "snp_firmware",
+    }
+    assert set(data["verdicts"]) == {"sev-snp"} and data["schema"] == facts_cache.SCHEMA
+    assert oct(os.stat(cache).st_mode & 0o777) == "0o644"
+    assert oct(os.stat(cache.parent).st_mode & 0o777) == "0o755"
+
+
+def test_the_domain_package_reads_the_same_module():
+    from nfd_snp.domain import node
+
+    assert node.load is facts_cache.load and node.NodeFacts is facts_cache.NodeFacts
+    assert node.DEFAULT_FACTS_CACHE == facts_cache.DEFAULT_FACTS_CACHE
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('"valid_for": Infinity', "is not valid JSON"),
+        ('"valid_for": NaN', "is not valid JSON"),
+        ('"valid_for": 1e400', "valid_for is not 2..604800 seconds"),
+        ('"valid_for": 1e12', "valid_for is not 2..604800 seconds"),
+        ('"valid_for": 1', "valid_for is not 2..604800 seconds"),
+        ('"valid_for": true', "valid_for is not 2..604800 seconds"),
+    ],
+)
+def test_validity_outside_the_ttl_range_is_refused(cache, text, message):
+    data = cache.read_text()
+    cache.write_text(data.replace('"valid_for": 600.0', text))
+    assert message in _refusal(cache)
+
+
+def test_symlink_is_refused_even_to_a_good_cache(cache, tmp_path):
+    link = cache.parent / "link.json"
+    link.symlink_to(cache)
+    assert _refusal(link).endswith(f"{link} is a symbolic link, not trusted")
+
+
+def test_fifo_never_blocks(cache):
+    """A FIFO in place of the cache: refused at once, with no writer ever opening it."""
+    cache.unlink()
+    os.mkfifo(cache)
+    result = []
+    reader = threading.Thread(target=lambda: result.append(_refusal(cache)), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert not reader.is_alive(), "the reader blocked on a FIFO"
+    assert result[0].endswith(f"{cache} is not a regular file")
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_file_writable_by_group_or_others_is_refused(cache, mode):
+    os.chmod(cache, mode)
+    assert f"{cache} is not trusted: it is writable by group or others" in _refusal(cache)
+
+
+def test_file_owned_by_another_user_is_refused(cache):
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    os.chown(cache, NOBODY, NOBODY)
+    assert f"is not trusted: it is owned by uid {NOBODY}, not root" in _refusal(cache)
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o1777])
+def test_directory_writable_by_group_or_others_is_refused(cache, mode):
+    os.chmod(cache.parent, mode)
+    assert f"its directory {cache.parent} is writable by group or others" in _refusal(cache)
+
+
+def test_directory_owned_by_another_user_is_refused(cache):
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    os.chown(cache.parent, NOBODY, NOBODY)
+    assert f"its directory {cache.parent} is owned by uid {NOBODY}" in _refusal(cache)
+
+
+def test_future_stamp_beyond_clock_skew_is_stale(cache):
+    now = time.time()
+    os.utime(cache, (now + 30, now + 30))  # within the allowed skew
+    assert facts_cache.load(str(cache), now=now).snp_ready == "yes"
+    year = now + 365 * 86400
+    os.utime(cache, (year, year))
+    assert "s in the future, more than the 60 s of clock skew allowed" in _refusal(cache)
+
+
+def test_writer_replaces_a_planted_symlink_instead_of_writing_through(cache, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    cache.unlink()
+    cache.symlink_to(victim)
+    assert facts_cache.write_if_changed(str(cache), _encoded())
+    assert victim.read_text() == "precious"
+    assert not cache.is_symlink() and facts_cache.load(str(cache)).snp_ready == "yes"
+
+
+def test_writer_replaces_a_fifo_without_blocking(cache):
+    cache.unlink()
+    os.mkfifo(cache)
+    assert facts_cache.write_if_changed(str(cache), _encoded())
+    assert facts_cache.load(str(cache)).snp_ready == "yes"
+
+
+def test_writer_mends_a_cache_with_loose_permissions(cache):
+    os.chmod(cache, 0o666)
+    assert facts_cache.write_if_changed(str(cache), cache.read_bytes())  # rewritten
+    assert oct(os.stat(cache).st_mode & 0o777) == "0o644"
+
+
+def test_reader_stays_light():
+    """The hook imports the reader on its hot path: no click, lxml, dataclasses or config."""
+    code = (
+        "import sys; from nfd_snp.domain import node; "
+        "print(' '.join(m for m in ('click', 'lxml', 'dataclasses', 'nfd_snp.config', "
+        "'nfd_snp.checks', 'nfd_snp.atomic', 'tempfile') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
