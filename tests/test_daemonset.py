@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from nfd_snp import __version__, nfd, paths
-from nfd_snp.config import Config
+from nfd_snp import __version__, paths
+from nfd_snp.config import DEFAULT_OUTPUT, Config
 from nfd_snp.domain import node as node_facts
 from nfd_snp.errors import DomainError
 from tests import nfdlocal
@@ -39,7 +39,7 @@ from tests.conftest import REPO, SAMPLES, need
 
 yaml = pytest.importorskip("yaml")
 NODE = REPO / "deploy" / "node"
-FEATURES_DIR = os.path.dirname(nfd.DEFAULT_PATH)
+FEATURES_DIR = os.path.dirname(DEFAULT_OUTPUT)
 FACTS = Config().facts_cache
 SNP_LABEL = "sev-snp.node.kubevirt.io/enabled"
 # Host paths the probe reads only where a host libvirt runs; a KubeVirt node has none (its
@@ -318,7 +318,7 @@ def _expiry(text: str) -> datetime.datetime:
 
 def test_pod_publishes_labels_that_expire_and_drops_them_when_snp_goes(daemonset, image, tmp_path):
     host = kubevirt_node(tmp_path / "host")
-    feature_file = host / nfd.DEFAULT_PATH.lstrip("/")
+    feature_file = host / DEFAULT_OUTPUT.lstrip("/")
     facts_file = host / FACTS.lstrip("/")
     before = tree(host)
 
@@ -368,7 +368,7 @@ def test_pod_without_its_sys_mount_publishes_no_snp_label(daemonset, image, tmp_
     c = container(ds)
     c["volumeMounts"] = [m for m in c["volumeMounts"] if m["mountPath"] != "/host/sys"]
     host = kubevirt_node(tmp_path / "host")
-    feature_file = host / nfd.DEFAULT_PATH.lstrip("/")
+    feature_file = host / DEFAULT_OUTPUT.lstrip("/")
     pod = start_pod(ds, host, image, tmp_path)
     wait_for(feature_file.exists, pod)
     stop_pod(pod)
