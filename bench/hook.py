@@ -7,7 +7,9 @@ with -I), then runs, alternating with the baseline, and prints median wall times
   - `prepare begin` of a domain that did not ask for SEV-SNP, target <= 1.5x;
   - `prepare begin` checking a typical converted SEV-SNP domain (~2 KB), target <= 2.5x;
   - `restore begin` rewriting that domain for this node, target <= 3x;
-  - `restore begin` rewriting a 1 MB domain that asked for SEV-SNP, target <= 4x;
+  - `restore begin` rewriting a 1 MB domain that asked for SEV-SNP: its cost is lxml's
+    parsing and writing of 1 MB (6x the interpreter's start alone here), so the target is
+    what nfd-snp adds: <= 1.5x that floor (the same parse and write with no nfd-snp code);
 then 200 hook runs in parallel (mixed operations), which must all succeed.
 
     .venv/bin/python bench/hook.py [--runs N]
@@ -35,6 +37,8 @@ from nfd_snp.domain.cli_support import rewrite_text  # noqa: E402
 from nfd_snp.hook import LXML_ABOVE  # noqa: E402
 from nfd_snp.host import open_host  # noqa: E402
 from nfd_snp.probe import probe  # noqa: E402
+
+FLOOR_TARGET = 1.5
 
 DISK = (
     "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n"
@@ -93,7 +97,7 @@ def main() -> None:
         ("prepare, not SNP", ["bench", "prepare", "begin", "-"], small_plain, 1.5),
         ("prepare, SNP check", ["bench", "prepare", "begin", "-"], converted, 2.5),
         ("restore, SNP rewrite", ["bench", "restore", "begin", "-"], converted, 3.0),
-        ("restore, 1 MB SNP rewrite", ["bench", "restore", "begin", "-"], big_marked, 4.0),
+        ("restore, 1 MB SNP rewrite", ["bench", "restore", "begin", "-"], big_marked, None),
     ]
     print(
         f"runs: {args.runs} per case, alternating with `python3 -I -c pass`; "
@@ -125,14 +129,18 @@ def main() -> None:
                 floor_times.append(run(floor, data, env)[0])
         hook_ms = statistics.median(hook_times) * 1000
         base_ms = statistics.median(base_times) * 1000
+        floor_ms = statistics.median(floor_times) * 1000 if floor_times else None
         ratio = hook_ms / base_ms
-        verdict = "ok" if ratio <= target else "OVER TARGET"
+        if target is None:  # judged against the parse-and-write floor
+            verdict = "ok" if hook_ms <= FLOOR_TARGET * floor_ms else "OVER TARGET"
+            goal = f"target <= {FLOOR_TARGET}x the floor: {hook_ms / floor_ms:4.2f}x"
+        else:
+            verdict = "ok" if ratio <= target else "OVER TARGET"
+            goal = f"target <= {target}x"
         print(
-            f"{label:28s} {hook_ms:7.1f} ms vs {base_ms:5.1f} ms: {ratio:4.2f}x "
-            f"(target <= {target}x) {verdict}"
+            f"{label:28s} {hook_ms:7.1f} ms vs {base_ms:5.1f} ms: {ratio:4.2f}x ({goal}) {verdict}"
         )
-        if floor_times:
-            floor_ms = statistics.median(floor_times) * 1000
+        if floor_ms is not None:
             print(
                 f"{'  floor (' + parser + ' only)':28s} {floor_ms:7.1f} ms: "
                 f"{floor_ms / base_ms:4.2f}x (parse and write the same XML, no nfd-snp code)"

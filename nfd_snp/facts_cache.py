@@ -6,7 +6,11 @@ with it whether an SNP guest may start. Both sides live here, with the one schem
 
 Format (JSON, `/run/nfd-snp/facts.json`): `schema`, `valid_for` (the service's ttl),
 `verdicts["sev-snp"]` (`ready` yes/no/unknown and the `blocking` check names), `cbitpos`,
-`reducedPhysBits`, `snp_api` ([major, minor]) and `snp_firmware` (SNP-capable OVMF paths).
+`reducedPhysBits`, `snp_api` ([major, minor]), `snp_firmware` (SNP-capable OVMF paths),
+`snp_policy` (`accepted` and `required` SNP guest policy bits of this node's KVM, or null
+when unknown) and `asids_shared` (SEV-ES and SEV-SNP guests share one ASID range, i.e. no
+ciphertext hiding; null when unknown). Fields are only added within v1; a reader takes an
+absent one for unknown.
 It holds no timestamp, so an unchanged node never rewrites it; the service stamps the file's
 mtime every cycle instead, and a stamp stays good for `valid_for` seconds: facts from a
 service that stopped expire, like its labels.
@@ -28,8 +32,6 @@ import json
 import os
 import stat
 import time
-from typing import Optional, Tuple
-
 from nfd_snp.errors import DomainError
 
 SCHEMA = "nfd-snp.facts/v1"
@@ -47,7 +49,9 @@ UNKNOWN = "node SEV-SNP readiness is unknown"
 
 
 class NodeFacts:
-    """cbitpos, reducedPhysBits, SNP firmware ABI and images, and SNP readiness."""
+    """SNP readiness, cbitpos, reducedPhysBits, SNP firmware ABI and images, and the SNP
+    guest policies this node's KVM accepts. (No `typing` import: it alone costs the hook
+    more than reading this file.)"""
 
     __slots__ = (
         "snp_ready",
@@ -56,18 +60,22 @@ class NodeFacts:
         "reducedPhysBits",
         "snp_api",
         "snp_firmware",
+        "snp_policy",
+        "asids_shared",
         "valid_for",
     )
 
     def __init__(
         self,
-        snp_ready: Optional[str] = None,  # "yes", "no", "unknown" or None (no cache)
-        blocking: Tuple[str, ...] = (),
-        cbitpos: Optional[int] = None,
-        reducedPhysBits: Optional[int] = None,
-        snp_api: Optional[Tuple[int, int]] = None,
-        snp_firmware: Tuple[str, ...] = (),
-        valid_for: Optional[float] = None,
+        snp_ready: str | None = None,  # "yes", "no", "unknown" or None (no cache)
+        blocking: tuple = (),
+        cbitpos: int | None = None,
+        reducedPhysBits: int | None = None,
+        snp_api: tuple | None = None,  # (major, minor)
+        snp_firmware: tuple = (),
+        snp_policy: tuple | None = None,  # (accepted bits, required bits, where from)
+        asids_shared: bool | None = None,
+        valid_for: float | None = None,
     ) -> None:
         self.snp_ready = snp_ready
         self.blocking = blocking
@@ -75,6 +83,8 @@ class NodeFacts:
         self.reducedPhysBits = reducedPhysBits
         self.snp_api = snp_api
         self.snp_firmware = snp_firmware
+        self.snp_policy = snp_policy
+        self.asids_shared = asids_shared
         self.valid_for = valid_for
 
 
@@ -90,6 +100,8 @@ def summary(report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
     cbitpos, reduced = (cbit.cbitpos, cbit.reducedPhysBits) if cbit else (None, None)
     snp = facts.psp.snp
     verdict = report.verdict(Guest.SEV_SNP)
+    rule = facts.snp_policy_rule()
+    snp_asids = facts.guest_asids("sev-snp")
     return {
         "schema": SCHEMA,
         "valid_for": valid_for,
@@ -98,6 +110,12 @@ def summary(report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
         "reducedPhysBits": reduced,
         "snp_api": [snp.api_major, snp.api_minor] if snp else None,
         "snp_firmware": [i.executable for i in facts.firmware.snp_images if i.executable],
+        "snp_policy": (
+            {"accepted": rule.accepted, "required": rule.required, "source": rule.source}
+            if rule
+            else None
+        ),
+        "asids_shared": snp_asids.shared_es_snp if snp_asids else None,
     }
 
 
@@ -152,7 +170,7 @@ def _read(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def untrusted_because(st: os.stat_result, what: str) -> Optional[str]:
+def untrusted_because(st: os.stat_result, what: str) -> str | None:
     """Why a file or directory with this status could have been written by someone else.
 
     Root's files only, or the reading user's own (`nfd-snp domain rewrite` as a user); never
@@ -165,7 +183,7 @@ def untrusted_because(st: os.stat_result, what: str) -> Optional[str]:
     return None
 
 
-def directory_untrusted_because(path: str) -> Optional[str]:
+def directory_untrusted_because(path: str) -> str | None:
     """Why the directory holding the cache `path` is not trusted (None: it is, or is absent)."""
     directory = os.path.dirname(path) or "."
     try:
@@ -175,7 +193,7 @@ def directory_untrusted_because(path: str) -> Optional[str]:
     return untrusted_because(st, f"its directory {directory}")
 
 
-def _open_trusted(path: str) -> Tuple[bytes, float]:
+def _open_trusted(path: str) -> tuple[bytes, float]:
     """(content, mtime) of the cache; DomainError saying why it cannot be trusted."""
     directory, name = os.path.split(path)
     try:
@@ -223,6 +241,25 @@ def _int(value, name):
     return value
 
 
+def _bool(value, name):
+    if value is None or isinstance(value, bool):
+        return value
+    raise DomainError(f"facts cache: {name} is not true, false or null")
+
+
+def _policy(value):
+    """(accepted, required, source) from `snp_policy`, None when the node's rule is unknown."""
+    if value is None:
+        return None
+    bits = [value.get(k) if isinstance(value, dict) else None for k in ("accepted", "required")]
+    source = value.get("source") if isinstance(value, dict) else None
+    if not isinstance(source, str) or not all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 1 << 64 for b in bits
+    ):
+        raise DomainError("facts cache: snp_policy is not {accepted, required, source}")
+    return bits[0], bits[1], source
+
+
 def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
@@ -256,6 +293,8 @@ def from_summary(data) -> NodeFacts:
             f"facts cache: valid_for is not {TTL_MIN:g}..{TTL_MAX:g} seconds (the service's ttl)"
         )
     return NodeFacts(
+        snp_policy=_policy(data.get("snp_policy")),
+        asids_shared=_bool(data.get("asids_shared"), "asids_shared"),
         valid_for=float(valid_for),
         snp_ready=verdict["ready"],
         blocking=tuple(blocking),
@@ -266,7 +305,7 @@ def from_summary(data) -> NodeFacts:
     )
 
 
-def load(path: str = DEFAULT_FACTS_CACHE, now: Optional[float] = None) -> NodeFacts:
+def load(path: str = DEFAULT_FACTS_CACHE, now: float | None = None) -> NodeFacts:
     """Read the cache; DomainError (with what to run) when it is missing, stale or untrusted."""
     raw, stamped = _open_trusted(path)
     if len(raw) > FACTS_LIMIT:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nfd_snp.errors import DomainError, NfdSnpError
+from nfd_snp.errors import DomainError, NfdSnpError, printable
 
 FACTS_ENV = "NFD_SNP_FACTS_CACHE"
 VERBS = {
@@ -57,6 +57,40 @@ def _ready_node():
     return node
 
 
+def _misc_count(name: str, key: str):
+    """One value of the misc cgroup's flat-keyed file (cgroup v2 root, hybrid, v1), or None."""
+    from nfd_snp.paths import MISC_CGROUP_DIRS
+
+    for directory in MISC_CGROUP_DIRS:
+        try:
+            with open(f"/{directory}/{name}", encoding="ascii", errors="replace") as handle:
+                lines = handle.read(4096).splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key and parts[1].isdigit():
+                return int(parts[1])
+        return None
+    return None
+
+
+def _check_free_asid(node) -> None:
+    """Refuse the start when every SEV-ES/SNP ASID is in use: KVM would answer EBUSY
+    ("failed to initialize ret=-16"). Read now, not from the cache, since it changes with
+    every guest. With ciphertext hiding SNP has a range of its own that the misc cgroup
+    (which counts both) cannot tell apart, so the check is left to KVM there."""
+    if node.asids_shared is not True:
+        return
+    capacity = _misc_count("misc.capacity", "sev_es")
+    current = _misc_count("misc.current", "sev_es")
+    if capacity is not None and current is not None and current >= capacity:
+        raise DomainError(
+            f"every SEV-ES/SNP ASID of this node is in use ({current} of {capacity}, misc "
+            "cgroup): the guest cannot start until another SEV-ES or SEV-SNP guest stops"
+        )
+
+
 def _run(name: str, operation: str, data: bytes, out) -> int:
     from nfd_snp import xmlio
     from nfd_snp.domain import engine
@@ -70,6 +104,7 @@ def _run(name: str, operation: str, data: bytes, out) -> int:
             engine.verify(root, node)
         except DomainError as exc:
             raise DomainError(f"{exc}; run `nfd-snp domain convert {name}`") from None
+        _check_free_asid(node)
         return 0
     engine.rewrite(root, node)
     engine.verify(root, node)  # fail-closed: what libvirt gets must be what was asked
@@ -86,10 +121,13 @@ def handle(name: str, operation: str, data: bytes, out=None, err=None) -> int:
         return _run(name, operation, data, out)
     except NfdSnpError as exc:
         verb = VERBS.get(operation, operation)
-        err.write(f"nfd-snp: refusing to {verb} SEV-SNP domain '{name}': {exc}\n")
+        err.write(printable(f"nfd-snp: refusing to {verb} SEV-SNP domain '{name}': {exc}") + "\n")
     except Exception as exc:  # a bug: the SNP domain still must not start without SNP
         err.write(
-            f"nfd-snp: internal error on SEV-SNP domain '{name}' ({type(exc).__name__}: {exc}); "
-            "refusing it\n"
+            printable(
+                f"nfd-snp: internal error on SEV-SNP domain '{name}' "
+                f"({type(exc).__name__}: {exc}); refusing it"
+            )
+            + "\n"
         )
     return 1

@@ -83,7 +83,7 @@ CONVERT_IN_TEST_DRIVER = """
         (
             "kubevirt-sev.xml",
             "default_vmi-sev",
-            ["--option", "hostData=" + "A" * 43 + "=", "--option", "policy=0x70000"],
+            ["--option", "hostData=" + "A" * 43 + "=", "--option", "policy=0x30133"],
         ),
         ("direct-kernel.xml", "direct", ["--option", "kernelHashes=yes"]),
     ],
@@ -101,7 +101,7 @@ def test_convert_defines_in_libvirt_that_knows_snp(trixie_chroot, fixture, name,
     assert "<launchSecurity type='sev-snp'" in proc.stdout
     assert "urn:nfd-snp:1" in proc.stdout
     if fixture == "kubevirt-sev.xml":
-        assert "<policy>0x00070000</policy>" in proc.stdout
+        assert "<policy>0x00030133</policy>" in proc.stdout
         assert "<hostData>" + "A" * 43 + "=</hostData>" in proc.stdout
 
 

@@ -46,6 +46,9 @@ def test_written_cache_is_trusted_and_holds_only_what_readers_use(cache):
     facts = facts_cache.load(str(cache))
     assert (facts.snp_ready, facts.cbitpos, facts.reducedPhysBits) == ("yes", 51, 1)
     assert facts.snp_api == (1, 55) and facts.valid_for == 600.0
+    # genoa-snp-ready runs Linux 6.12: that version's KVM rule, SMT required
+    assert facts.snp_policy == (0x0BFFFF, 0x30000, "the rule of Linux 6.12")
+    assert facts.asids_shared is True
     data = json.loads(cache.read_text())
     assert set(data) == {
         "schema",
@@ -55,6 +58,8 @@ def test_written_cache_is_trusted_and_holds_only_what_readers_use(cache):
         "reducedPhysBits",
         "snp_api",
         "snp_firmware",
+        "snp_policy",
+        "asids_shared",
     }
     assert set(data["verdicts"]) == {"sev-snp"} and data["schema"] == facts_cache.SCHEMA
     assert oct(os.stat(cache).st_mode & 0o777) == "0o644"
@@ -172,3 +177,27 @@ def test_reader_stays_light():
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"snp_policy": {"accepted": -1, "required": 0, "source": "x"}}, "snp_policy is not"),
+        ({"snp_policy": {"accepted": 1, "required": True, "source": "x"}}, "snp_policy is not"),
+        ({"snp_policy": [1, 2]}, "snp_policy is not"),
+        ({"asids_shared": "yes"}, "asids_shared is not"),
+    ],
+)
+def test_policy_and_asid_fields_are_checked(tmp_path, change, message):
+    path = tmp_path / "facts.json"
+    path.write_bytes(_encoded(**change))
+    assert message in _refusal(path)
+
+
+def test_a_cache_without_the_newer_fields_reads_them_as_unknown(tmp_path):
+    data = json.loads(_encoded())
+    del data["snp_policy"], data["asids_shared"]
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(data))
+    facts = facts_cache.load(str(path))
+    assert facts.snp_policy is None and facts.asids_shared is None

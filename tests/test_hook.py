@@ -6,6 +6,7 @@ Fail-open for domains that did not ask for SEV-SNP, fail-closed for those that d
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from nfd_snp.checks import evaluate
 from nfd_snp import xmlio
 from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
-from tests.conftest import REPO, SAMPLES, probe_root
+from tests.conftest import REPO, SAMPLES, need, probe_root
 
 HOOK = REPO / "hooks" / "qemu"
 OWN = REPO / "tests" / "data" / "domains"
@@ -255,3 +256,103 @@ def test_huge_unmarked_domain_is_read_whole_and_passes(facts):
     data = PLAIN.replace(b"</devices>", b"<!--" + b"x" * (20 * 1024 * 1024) + b"--></devices>")
     proc = run_hook("prepare", "begin", data, facts.path)
     assert (proc.returncode, proc.stderr) == (0, b"")
+
+
+# -- causes of a failed launch, refused at prepare with the reason (troubleshooting.md) ----------
+
+
+def _with_policy(policy: str) -> bytes:
+    """CONVERTED asking for `policy` and converted without node facts, as a sidecar or an
+    older node would leave it."""
+    return CONVERTED.replace(b'policy="0x00030000"', f'policy="{policy}"'.encode()).replace(
+        b"<policy>0x30000</policy>", f"<policy>{policy}</policy>".encode()
+    )
+
+
+@pytest.mark.parametrize(
+    "policy, message",
+    [
+        # genoa-snp-ready runs Linux 6.12: KVM accepts 0x0bffff and requires SMT (bit 16)
+        ("0x00130000", "bit 20 (single socket) not accepted"),
+        ("0x00020000", "bit 16 (SMT) required"),
+        ("0x01030000", "bit 24 (ciphertext hiding) not accepted"),
+        ("0x00070000", "bit 18 (migration agent) is refused by KVM"),
+        ("0x00030138", "requires SNP firmware ABI 1.56, but this node runs 1.55"),
+    ],
+)
+@pytest.mark.parametrize("op", ["prepare", "restore"])
+def test_policy_this_node_refuses_is_refused_before_launch(facts, policy, message, op):
+    facts.write()
+    line = _refusal(run_hook(op, "begin", _with_policy(policy), facts.path))
+    assert message in line
+    # the accepted policy of the same domain starts
+    ok = run_hook(op, "begin", _with_policy("0x00030000"), facts.path)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_policy_bits_come_from_the_kernel_where_it_publishes_them(facts, snapshot):
+    # Linux 6.19 with KVM_X86_SNP_POLICY_BITS: bit 20 and ciphertext hiding (bit 24) accepted
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={"proc/sys/kernel/osrelease": "6.19.2\n"},
+        capture={"kvm_snp_policy_bits": 0x1FBFFFF},
+    )
+    facts.path.write_bytes(facts_cache.encode(evaluate(probe_root(root))))
+    proc = run_hook("prepare", "begin", _with_policy("0x01130000"), facts.path)
+    assert proc.returncode == 0, proc.stderr
+    line = _refusal(run_hook("prepare", "begin", _with_policy("0x02030000"), facts.path))
+    assert "bit 25 (page-swap disable) not accepted" in line
+    assert "from KVM_X86_SNP_POLICY_BITS" in line
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (b"<loader type='rom' stateless='yes'>", b"<loader type='pflash' readonly='yes'>"),
+        (b"</os>", b"<nvram>/var/lib/libvirt/qemu/nvram/vm1_VARS.fd</nvram></os>"),
+    ],
+    ids=["pflash", "nvram"],
+)
+def test_flash_firmware_is_refused_at_prepare(facts, old, new):
+    facts.write()
+    assert old in CONVERTED
+    line = _refusal(run_hook("prepare", "begin", CONVERTED.replace(old, new), facts.path))
+    assert "flash firmware" in line or "keeps no NVRAM" in line
+    assert "run `nfd-snp domain convert vm1`" in line
+
+
+def _hook_with_misc_cgroup(capacity, current, data, facts_path):
+    """The real hook in a mount namespace whose /sys/fs/cgroup holds these misc files."""
+    need(shutil.which("unshare") is not None and os.geteuid() == 0, "needs root and unshare")
+    env = {"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts_path)}
+    script = (
+        "mount -t tmpfs tmpfs /sys/fs/cgroup && "
+        f"printf '{capacity}' > /sys/fs/cgroup/misc.capacity && "
+        f"printf '{current}' > /sys/fs/cgroup/misc.current && "
+        f'exec "{sys.executable}" -I "{HOOK}" vm1 prepare begin -'
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], input=data, capture_output=True, env=env, timeout=60
+    )
+
+
+def test_prepare_refuses_when_every_es_snp_asid_is_in_use(facts):
+    facts.write()
+    full = _hook_with_misc_cgroup(
+        "sev 497\\nsev_es 509\\n", "sev 0\\nsev_es 509\\n", CONVERTED, facts.path
+    )
+    assert "every SEV-ES/SNP ASID of this node is in use (509 of 509" in _refusal(full)
+    free = _hook_with_misc_cgroup(
+        "sev 497\\nsev_es 509\\n", "sev 0\\nsev_es 508\\n", CONVERTED, facts.path
+    )
+    assert free.returncode == 0, free.stderr
+    # a domain that did not ask for SNP is never refused for it
+    plain = _hook_with_misc_cgroup("sev_es 1\\n", "sev_es 1\\n", PLAIN, facts.path)
+    assert plain.returncode == 0, plain.stderr
+
+
+def test_refusal_is_one_line_whatever_the_domain_name(facts):
+    facts.write()
+    proc = run_hook("prepare", "begin", MARKED, facts.path, name="web\nnfd-snp: forged\x1b[2J")
+    line = _refusal(proc)  # exactly one line
+    assert "'web\\nnfd-snp: forged\\x1b[2J'" in line

@@ -87,7 +87,7 @@ def test_three_ways_to_ask(how):
 @pytest.mark.parametrize(
     "annotation, value, where, expected",
     [
-        ("policy", "0x70000", "launchSecurity/policy", "0x00070000"),
+        ("policy", "0x30133", "launchSecurity/policy", "0x00030133"),
         ("host-data", HOST_DATA, "launchSecurity/hostData", HOST_DATA),
         ("id-block", base64.b64encode(b"i" * 96).decode(), "launchSecurity/idBlock", None),
         (

@@ -37,7 +37,7 @@ def sample(field, variant: int = 0) -> str:
     """A valid option string for a field, by its kind (variant 1 differs from variant 0)."""
     kind = field.kind
     if isinstance(kind, Policy):
-        return ("0x70000", "0x30000")[variant]
+        return ("0x30133", "0x30000")[variant]
     if isinstance(kind, Base64):
         return base64.b64encode(bytes([65 + variant]) * kind.size).decode()
     if isinstance(kind, YesNo):

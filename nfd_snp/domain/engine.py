@@ -343,6 +343,21 @@ def rewrite(root, node=None, options=None):
     return root
 
 
+def _check_no_flash(root) -> None:
+    """SNP guests get no read-only memory from KVM, so flash firmware cannot boot: QEMU stops
+    with "pflash with kvm requires KVM readonly memory support" or "KVM_SET_USER_MEMORY_REGION2
+    failed ... Invalid argument" (AMDESE/AMDSEV#223)."""
+    loader = root.find("os/loader")
+    if loader is not None and loader.get("type") == "pflash":
+        raise DomainError(
+            "<loader type='pflash'>: SEV-SNP guests cannot boot flash firmware (KVM gives "
+            "them no read-only memory); they need a stateless ROM firmware such as "
+            "OVMF.amdsev.fd"
+        )
+    if root.find("os/nvram") is not None:
+        raise DomainError("<nvram>: SEV-SNP firmware is stateless and keeps no NVRAM")
+
+
 def verify(root, node=None) -> None:
     """Raise DomainError unless a domain that asked for SEV-SNP is ready to start as one.
 
@@ -355,6 +370,7 @@ def verify(root, node=None) -> None:
     if ls is None or ls.get("type") != "sev-snp":
         found = "no launchSecurity" if ls is None else f"launchSecurity type='{ls.get('type')}'"
         raise DomainError(f"the domain asks for SEV-SNP but is not converted ({found})")
+    _check_no_flash(root)
     wanted = settings(root, _request(root, None), node)
     held = _held(ls)
     differs = []

@@ -17,12 +17,26 @@ from __future__ import annotations
 
 from nfd_snp.errors import DomainError
 
-# SNP guest policy (SEV-SNP ABI, "Guest Policy"): 7:0 ABI minor, 15:8 ABI major, 16 SMT,
-# 17 reserved and must be 1, 18 migration agent, 19 debug, 20 single socket, 21 CXL,
-# 22 AES-256-XTS, 23 RAPL disabled, 24 ciphertext hiding, 63:25 must be 0.
+# SNP guest policy (SEV-SNP ABI, "Guest Policy"; include/linux/psp-sev.h SNP_POLICY_MASK_*):
+# 7:0 ABI minor, 15:8 ABI major, 16 SMT, 17 reserved and must be 1, 18 migration agent,
+# 19 debug, 20 single socket, 21 CXL, 22 AES-256-XTS, 23 RAPL disabled, 24 ciphertext
+# hiding, 25 page-swap disable, 63:26 must be 0.
 POLICY_RESERVED_ONE = 1 << 17
-POLICY_DEBUG = 1 << 19
-POLICY_VALID_MASK = (1 << 25) - 1
+POLICY_MIGRATION_AGENT = 1 << 18
+POLICY_VALID_MASK = (1 << 26) - 1
+# What each policy bit is, for refusals that name them.
+POLICY_BITS = {
+    16: "SMT",
+    17: "reserved, must be 1",
+    18: "migration agent",
+    19: "debug",
+    20: "single socket",
+    21: "CXL",
+    22: "AES-256-XTS",
+    23: "RAPL disabled",
+    24: "ciphertext hiding",
+    25: "page-swap disable",
+}
 # QEMU's sev-snp-guest default (and KubeVirt's): SMT allowed + the reserved bit.
 DEFAULT_POLICY = 0x00030000
 
@@ -47,23 +61,59 @@ def format_policy(value: int) -> str:
     return f"0x{value:08x}"
 
 
-def check_policy(value: int, node_api=None) -> None:
+def describe_bits(mask: int) -> str:
+    """`bit 18 (migration agent), bit 21 (CXL)` for the set bits of `mask`."""
+    return ", ".join(
+        f"bit {n} ({POLICY_BITS[n]})" if n in POLICY_BITS else f"bit {n}"
+        for n in range(64)
+        if mask >> n & 1
+    )
+
+
+def check_policy(value: int, node=None) -> None:
     """Refuse a policy KVM or the node's firmware would refuse, with the reason.
 
-    The one place policy bits are judged; `node_api` is the node's SNP firmware ABI
-    (major, minor) or None when unknown.
+    The one place policy bits are judged. Without node facts (KubeVirt's sidecar, `domain
+    rewrite --facts none`) only what every Linux refuses; with them (NodeFacts: the
+    service's facts cache) also the bits this node's KVM does not accept
+    (KVM_X86_SNP_POLICY_BITS, or its kernel version's rule) and a minimum firmware ABI
+    above the node's, which the firmware refuses. Otherwise SNP_LAUNCH_START fails with
+    "ret=-22 fw_error=0" (KVM) or POLICY_FAILURE (firmware), far from the cause.
     """
+    shown = f"policy {format_policy(value)}"
     if value & ~POLICY_VALID_MASK:
-        raise DomainError(f"policy {format_policy(value)}: bits 63:25 are reserved and must be 0")
+        raise DomainError(f"{shown}: bits 63:26 are reserved and must be 0")
     if not value & POLICY_RESERVED_ONE:
         raise DomainError(
-            f"policy {format_policy(value)}: bit 17 is reserved and must be 1 (KVM refuses the "
-            "guest otherwise; the default is 0x00030000)"
+            f"{shown}: bit 17 is reserved and must be 1 (KVM refuses the guest otherwise; the "
+            "default is 0x00030000)"
         )
+    if value & POLICY_MIGRATION_AGENT:
+        # KVM's accepted mask leaves bit 18 out in every version (arch/x86/kvm/svm/sev.c
+        # SNP_POLICY_MASK_VALID, KVM_SNP_POLICY_MASK_VALID): AMDESE/AMDSEV#240.
+        raise DomainError(
+            f"{shown}: bit 18 (migration agent) is refused by KVM (SNP_LAUNCH_START ret=-22); "
+            "use 0x00030000 or clear it"
+        )
+    rule = getattr(node, "snp_policy", None)
+    if rule is not None:
+        accepted, required, source = rule
+        refused, missing = value & ~accepted, required & ~value
+        if refused or missing:
+            problems = []
+            if refused:
+                problems.append(f"{describe_bits(refused)} not accepted")
+            if missing:
+                problems.append(f"{describe_bits(missing)} required")
+            raise DomainError(
+                f"{shown}: this node's KVM refuses it ({'; '.join(problems)}; accepted bits "
+                f"{accepted:#x}, from {source})"
+            )
+    node_api = getattr(node, "snp_api", None)
     wanted = ((value >> 8) & 0xFF, value & 0xFF)
     if node_api is not None and wanted > tuple(node_api):
         raise DomainError(
-            f"policy {format_policy(value)} requires SNP firmware ABI {wanted[0]}.{wanted[1]}, "
+            f"{shown} requires SNP firmware ABI {wanted[0]}.{wanted[1]}, "
             f"but this node runs {node_api[0]}.{node_api[1]}"
         )
 
@@ -114,7 +164,7 @@ class Unsigned(Kind):
 class Policy(Kind):
     """The 64-bit SNP guest policy; its bits are judged by check_policy, with node facts."""
 
-    describe = "hex (0x70000) or decimal"
+    describe = "hex (0x30000) or decimal"
 
     def parse(self, text: str, label: str) -> int:
         return parse_policy(text, label)
@@ -298,8 +348,8 @@ class SnpOptions:
         "launchSecurity/policy",
         Policy(),
         "policy",
-        "the SNP guest policy (default 0x00030000): bit 17 set, bits 63:25 clear, "
-        "minimum ABI (bits 15:0) not above the node's firmware",
+        "the SNP guest policy (default 0x00030000): bit 17 set, bit 18 clear, bits the "
+        "node's KVM accepts, ABI (bits 15:0) not above its firmware's",
     )
     guestVisibleWorkarounds = Field(
         "launchSecurity/guestVisibleWorkarounds", Base64(16), "guest-visible-workarounds"
@@ -378,5 +428,5 @@ def with_defaults(request: SnpOptions, current, node) -> SnpOptions:
         values["policy"] = DEFAULT_POLICY
     if values["firmware"] is None and node is not None and node.snp_firmware:
         values["firmware"] = node.snp_firmware[0]
-    check_policy(values["policy"], node.snp_api if node is not None else None)
+    check_policy(values["policy"], node)
     return SnpOptions(**values)
