@@ -538,7 +538,16 @@ def kubevirt_instancetypes(sidecar_configmap, snp_on_sev):
     help="Accept launchSecurity.sev.secureNestedPaging (only for a KubeVirt whose API "
     "carries the field from VEP #58; upstream KubeVirt's does not).",
 )
-def kubevirt_check_vm(files, sidecar_configmap, vep_field):
+@click.option(
+    "--node",
+    "node_root",
+    default=None,
+    metavar="DIR",
+    help="Also judge the VMs against one node: its host root (/ on the node, as root) or a "
+    "snapshot from `nfd-snp capture`: whether it runs SEV-SNP guests, the policy bits its "
+    "KVM accepts and its firmware's ABI.",
+)
+def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
     """Check the SEV-SNP request of VM and VMI manifests, offline.
 
     Reads VirtualMachines and VirtualMachineInstances (YAML or JSON, '-' for stdin), applies
@@ -551,6 +560,7 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field):
     \b
       nfd-snp kubevirt check-vm deploy/kubevirt/vm-snp.yaml
       kubectl get vm my-vm -o yaml | nfd-snp kubevirt check-vm -
+      nfd-snp kubevirt check-vm my-vm.yaml --node ./node7-snapshot
     """
     from nfd_snp import kubevirt_check
 
@@ -559,8 +569,17 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field):
         with click.open_file(name, "rb") as handle:
             data = handle.read(kubevirt_check.MAX_INPUT_BYTES + 1)
         objects += kubevirt_check.load_documents(data, "stdin" if name == "-" else name)
+    node = None
+    if node_root is not None:
+        from nfd_snp import facts_cache
+        from nfd_snp.probe import probe_report
+
+        # A KubeVirt node has no host libvirt; what the VM needs is the node's own facts.
+        config = settings.build({"host_root": (node_root, "--node"), "libvirt": ("off", "--node")})
+        report = probe_report(config).report
+        node = (node_root, facts_cache.from_summary(facts_cache.summary(report)))
     results = kubevirt_check.check_documents(
-        objects, configmap=sidecar_configmap, vep_field=vep_field
+        objects, configmap=sidecar_configmap, vep_field=vep_field, node=node
     )
     click.echo(kubevirt_check.render(results), nl=False)
     click.get_current_context().exit(kubevirt_check.exit_status(results))

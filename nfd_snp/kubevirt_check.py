@@ -433,7 +433,28 @@ def _request_form(vmi: dict) -> Optional[str]:
     return None
 
 
-def check(obj: dict, definitions: dict, configmap: str, vep_field: bool) -> Result:
+def judge_on_node(request, node) -> List[str]:
+    """What one node (label, NodeFacts) would refuse of an SEV-SNP request: the node cannot
+    run SNP guests at all, or its KVM or firmware refuses the policy (check_policy, as the
+    libvirt hook judges it there)."""
+    from nfd_snp.domain.options import DEFAULT_POLICY, check_policy
+
+    label, facts = node
+    errors = []
+    if facts.snp_ready != "yes":
+        because = f"; blocked by: {', '.join(facts.blocking)}" if facts.blocking else ""
+        errors.append(
+            f"node {label} cannot run SEV-SNP guests (readiness {facts.snp_ready}{because})"
+        )
+    policy = request.policy if request.policy is not None else DEFAULT_POLICY
+    try:
+        check_policy(policy, facts)
+    except DomainError as exc:
+        errors.append(f"node {label}: {exc}")
+    return errors
+
+
+def check(obj: dict, definitions: dict, configmap: str, vep_field: bool, node=None) -> Result:
     metadata = _mapping(obj.get("metadata"))
     name = str(metadata.get("name") or "(no name)")
     if metadata.get("namespace"):
@@ -477,6 +498,8 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool) -> Resu
         f"{k}={v}" if k in ("policy", "firmware") else k
         for k, v in sorted(request.as_strings().items())
     ]
+    if node is not None:
+        result.errors += judge_on_node(request, node)
     entry, problems = sidecar_entry(annotations, configmap)
     result.errors += problems
     if entry is None:
@@ -513,8 +536,13 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool) -> Resu
 
 
 def check_documents(
-    objects: list, *, configmap: str = km.SIDECAR_CONFIGMAP, vep_field: bool = False
+    objects: list,
+    *,
+    configmap: str = km.SIDECAR_CONFIGMAP,
+    vep_field: bool = False,
+    node: Optional[Tuple[str, object]] = None,
 ) -> List[Result]:
+    """Check every VM/VMI in `objects`; `node` (label, NodeFacts) also judges them there."""
     definitions = km.builtin_definitions()
     for obj in objects:
         if obj.get("kind") in DEFINITION_KINDS:
@@ -523,7 +551,7 @@ def check_documents(
     vms = [obj for obj in objects if obj.get("kind") in VM_KINDS]
     if not vms:
         raise InputError("no VirtualMachine or VirtualMachineInstance in the input")
-    return [check(vm, definitions, configmap, vep_field) for vm in vms]
+    return [check(vm, definitions, configmap, vep_field, node) for vm in vms]
 
 
 def render(results: List[Result]) -> str:

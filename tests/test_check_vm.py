@@ -343,3 +343,21 @@ def test_hostile_manifests_never_crash(edits):
         return
     kubevirt_check.render(results)
     assert kubevirt_check.exit_status(results) in (0, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "node, policy, status, message",
+    [
+        # Linux 6.12's KVM accepts 0x0bffff and requires SMT: single socket is refused there
+        ("nfd_snp/samples/genoa-snp-ready", "0x130000", 1, "bit 20 (single socket) not accepted"),
+        ("nfd_snp/samples/genoa-snp-ready", "0x30000", 0, "SEV-SNP (launchSecurity.snp"),
+        ("nfd_snp/samples/genoa-snp-ready", "0x30138", 1, "requires SNP firmware ABI 1.56"),
+        ("tests/data/hosts/milan-rome2d16-fw-1.49", "0x30000", 1, "blocked by: psp.snp_init"),
+    ],
+)
+def test_a_vm_judged_against_a_node(node, policy, status, message):
+    obj = vm({"sev-snp.kubevirt.io/policy": policy})
+    got, out = check_vm("-", "--node", str(REPO / node), stdin=dump(obj))
+    assert got == status and message in out, out
+    # without the node, only what every KVM refuses counts
+    assert check_vm("-", stdin=dump(obj))[0] == 0
