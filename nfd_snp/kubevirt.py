@@ -23,7 +23,7 @@ import sys
 
 from nfd_snp import xmlio
 from nfd_snp.domain import engine
-from nfd_snp.domain.options import ANNOTATIONS, SnpOptions
+from nfd_snp.domain.options import ANNOTATIONS, YES_NO, SnpOptions
 from nfd_snp.errors import DomainError, InputError, NfdSnpError
 
 ANNOTATION_PREFIX = "sev-snp.kubevirt.io/"
@@ -52,10 +52,21 @@ def parse_vmi(text) -> dict:
     return _mapping(vmi, "the document")
 
 
-def snp_request(vmi: dict):
-    """SnpOptions when the VMI asks for SEV-SNP, else None; DomainError if it cannot be served.
+# How a VMI asks for SEV-SNP (request_form): upstream launchSecurity.snp (KubeVirt 1.7+),
+# the VEP's sev.secureNestedPaging where a cluster's KubeVirt carries it, or the annotation.
+UPSTREAM = "launchSecurity.snp"
+VEP_FIELD = "launchSecurity.sev.secureNestedPaging"
+ANNOTATION = f"launchSecurity.sev + {REQUEST_ANNOTATION}"
 
-    Unasked VMIs are not inspected further, so nothing in them can block their start.
+
+def request_form(vmi: dict):
+    """How the VMI asks for SEV-SNP (UPSTREAM, VEP_FIELD, ANNOTATION), or None.
+
+    Fail-closed on spelling: the request annotation is read as yes/no like every option
+    (`yes`, `1`, `on` ask), the VEP field must be a bool, and anything else that tries to
+    say something about SEV-SNP - an unreadable request, or option annotations without one -
+    is refused (DomainError) rather than taken for "did not ask", which would start the VM
+    as a plain SEV guest.
     """
     metadata = _mapping(vmi.get("metadata"), "metadata")
     annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
@@ -63,15 +74,47 @@ def snp_request(vmi: dict):
     domain = _mapping(spec.get("domain"), "spec.domain")
     launch = _mapping(domain.get("launchSecurity"), "spec.domain.launchSecurity")
     sev = launch.get("sev")
+    nested = sev.get("secureNestedPaging") if isinstance(sev, dict) else None
+    if nested is not None and not isinstance(nested, bool):
+        raise DomainError(
+            f"spec.domain.launchSecurity.sev.secureNestedPaging is {nested!r}, not true or false"
+        )
+    asked_by_annotation = False
+    if REQUEST_ANNOTATION in annotations:
+        value = annotations[REQUEST_ANNOTATION]
+        if not isinstance(value, str):
+            raise DomainError(f"annotation {REQUEST_ANNOTATION} must be a string")
+        asked_by_annotation = YES_NO.parse(value, f"annotation {REQUEST_ANNOTATION}")
+    if launch.get("snp") is not None:
+        return UPSTREAM
+    if nested:
+        return VEP_FIELD
+    if asked_by_annotation:
+        return ANNOTATION
+    given = sorted(k for k in annotations if k.startswith(ANNOTATION_PREFIX))
+    given = [k for k in given if k != REQUEST_ANNOTATION]
+    if given:
+        raise DomainError(
+            f"SEV-SNP options are given ({', '.join(given)}) but SEV-SNP is not asked for: add "
+            f'launchSecurity.snp, or the annotation {REQUEST_ANNOTATION}: "true"'
+        )
+    return None
+
+
+def snp_request(vmi: dict):
+    """SnpOptions when the VMI asks for SEV-SNP, else None; DomainError if it cannot be served.
+
+    A VMI that does not ask (and gives no SEV-SNP option) is not inspected further, so
+    nothing in it can block its start.
+    """
+    if request_form(vmi) is None:
+        return None
+    annotations = vmi["metadata"]["annotations"] if vmi.get("metadata") else {}
+    annotations = annotations or {}
+    launch = vmi["spec"]["domain"]["launchSecurity"]
+    sev = launch.get("sev")
     snp = launch.get("snp")
     sev_fields = sev if isinstance(sev, dict) else {}
-    asked = (
-        sev_fields.get("secureNestedPaging") is True
-        or str(annotations.get(REQUEST_ANNOTATION, "")).strip().lower() == "true"
-        or snp is not None
-    )
-    if not asked:
-        return None
     if sev is None and snp is None:
         raise DomainError(
             "the VMI asks for SEV-SNP but has no spec.domain.launchSecurity.sev (or .snp): "

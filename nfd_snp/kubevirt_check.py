@@ -37,9 +37,7 @@ DEFINITION_KINDS = (
     "VirtualMachinePreference",
 )
 # The request's three forms (DESIGN.md, "Asking for SNP").
-UPSTREAM = "launchSecurity.snp"
-VEP_FIELD = "launchSecurity.sev.secureNestedPaging"
-ANNOTATION = f"launchSecurity.sev + {kubevirt.REQUEST_ANNOTATION}"
+UPSTREAM = kubevirt.UPSTREAM
 
 
 @dataclass
@@ -422,17 +420,6 @@ def kubevirt_domain(vmi: dict) -> str:
 # -- one VM --------------------------------------------------------------------------------
 
 
-def _request_form(vmi: dict) -> Optional[str]:
-    launch = _mapping(_mapping(vmi["spec"].get("domain")).get("launchSecurity"))
-    if launch.get("snp") is not None:
-        return UPSTREAM
-    if _mapping(launch.get("sev")).get("secureNestedPaging") is True:
-        return VEP_FIELD
-    if str(vmi["metadata"]["annotations"].get(kubevirt.REQUEST_ANNOTATION, "")).lower() == "true":
-        return ANNOTATION
-    return None
-
-
 def judge_on_node(request, node) -> List[str]:
     """What one node (label, NodeFacts) would refuse of an SEV-SNP request: the node cannot
     run SNP guests at all, or its KVM or firmware refuses the policy (check_policy, as the
@@ -472,7 +459,11 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool, node=No
             "launchSecurity.snp (KubeVirt 1.7+) or the annotation "
             f'{kubevirt.REQUEST_ANNOTATION}: "true" (--vep-field if your KubeVirt has it)'
         )
-    result.request = _request_form(vmi)
+    try:
+        result.request = kubevirt.request_form(vmi)
+    except DomainError as exc:
+        result.errors.append(f"the sidecar would refuse it: {exc}")
+        return result
     if result.request is None:
         if launch.get("sev") is not None:
             result.errors.append(

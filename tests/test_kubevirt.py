@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -13,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from nfd_snp import kubevirt, xmlio
-from nfd_snp.errors import InputError
+from nfd_snp.errors import DomainError, InputError
 from tests.conftest import REPO
 
 OWN = REPO / "tests" / "data" / "domains"
@@ -57,11 +58,34 @@ def run_entry(args, python=None, script=None):
 
 
 def test_unasked_vmi_gets_its_domain_back_byte_for_byte():
-    for given in ({}, {"sev-snp.kubevirt.io/host-data": "whatever"}):
+    for given in ({}, {"sev-snp.kubevirt.io/secure-nested-paging": "no"}, {"other": "x"}):
         out = kubevirt.on_define_domain(vmi(given), KV_DOMAIN)
         assert out == KV_DOMAIN
     # even a domain that does not parse passes untouched when SNP was not asked for
     assert kubevirt.on_define_domain(vmi(), "<not xml") == "<not xml"
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", " yes", "1", "on"])
+def test_every_yes_spelling_of_the_request_asks(spelling):
+    given = {"sev-snp.kubevirt.io/secure-nested-paging": spelling}
+    out = kubevirt.on_define_domain(vmi(given), KV_DOMAIN)
+    assert "<launchSecurity type='sev-snp'>" in out.replace('"', "'")
+
+
+@pytest.mark.parametrize(
+    "given, spec_sev, message",
+    [
+        # an attempt to ask that cannot be read is refused, never taken for "did not ask"
+        ({"sev-snp.kubevirt.io/secure-nested-paging": "ture"}, {}, "'ture' is not yes or no"),
+        ({"sev-snp.kubevirt.io/host-data": "whatever"}, {}, "options are given"),
+        ({}, {"secureNestedPaging": "true"}, "secureNestedPaging is 'true', not true or false"),
+    ],
+)
+def test_an_unreadable_request_is_refused_not_ignored(given, spec_sev, message):
+    doc = json.loads(vmi(given))
+    doc["spec"]["domain"]["launchSecurity"]["sev"].update(spec_sev)
+    with pytest.raises(DomainError, match=re.escape(message)):
+        kubevirt.on_define_domain(json.dumps(doc), KV_DOMAIN)
 
 
 @pytest.mark.parametrize(

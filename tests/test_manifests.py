@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nfd_snp import kubevirt_check, kubevirt_manifests, sidecar_bundle, yamlout
+from nfd_snp import kubevirt, kubevirt_check, kubevirt_manifests, sidecar_bundle, yamlout
 from tests.conftest import REPO, SHARED
 from tests.kubevirt_api import GROUPS, KubeVirtAPI
 
@@ -168,7 +168,7 @@ def test_instancetypes_follow_the_configmap_name():
     [
         ("vm-snp.yaml", kubevirt_check.UPSTREAM),
         ("vm-snp-hostdata.yaml", kubevirt_check.UPSTREAM),
-        ("vm-snp-on-sev.yaml", kubevirt_check.ANNOTATION),
+        ("vm-snp-on-sev.yaml", kubevirt.ANNOTATION),
     ],
 )
 def test_a_vm_by_name_expands_to_a_valid_snp_vmi(api, name, form):
