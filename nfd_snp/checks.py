@@ -62,8 +62,9 @@ class Outcome:
     reason: Optional[Reason] = None
     # PASS proven by other evidence while the check's own source could not be read.
     inferred_from: Optional[str] = None
-    # FAIL that follows from another failed check (named), not a cause of its own.
+    # FAIL that follows from other failed checks (the first named), not a cause of its own.
     root_cause: Optional[str] = None
+    root_causes: Tuple[str, ...] = ()
 
 
 def passed(detail: str) -> Outcome:
@@ -157,6 +158,15 @@ def snp_firmware_initialised(f: HostFacts) -> Optional[str]:
 # the RMP. It does not prove SYSCFG SNP_EN: the kernel sets that later, and only when the
 # IOMMU and RMP set-up succeed (up to 7.0) or the SNP firmware initialises (7.1+).
 SNP_FLAG = kernel_flag("sev_snp")
+
+
+def snp_flag_proves_rmp(f: HostFacts) -> Optional[str]:
+    """The `sev_snp` flag vouches for the RMP from Linux 6.9, which added the RMP probe to
+    the flag's conditions; before, the flag followed CPUID alone."""
+    version = f.kernel.version
+    return SNP_FLAG(f) if version is not None and version >= (6, 9) else None
+
+
 SME_EVIDENCE = (
     kernel_flag("sme"),
     # SEV encrypts guest memory with SME's engine (AMD64 APM vol. 2, "Secure Encrypted
@@ -276,7 +286,7 @@ def _syscfg_bit(attr: str, bit: int, reason: Reason, evidence):
 def check_rmp_reserved(f: HostFacts) -> Outcome:
     reserved = f.msr.rmp_reserved
     if reserved is None:
-        found = _first(f, (SNP_FLAG, snp_firmware_initialised))
+        found = _first(f, (snp_flag_proves_rmp, snp_firmware_initialised))
         if found:
             return inferred(found, "RMP_BASE/RMP_END not read")
         return from_unreadable(f.msr.unreadable or f.msr.rmp_unreadable)
@@ -331,32 +341,57 @@ def _state_name(state: int) -> str:
         return f"state {state}"
 
 
-def sev_init_deferred(f: HostFacts) -> Optional[str]:
-    """Why an UNINIT SEV firmware is expected, or None when UNINIT means it failed.
+def host_snp(f: HostFacts) -> Optional[bool]:
+    """Whether the kernel has host SNP on (CC_ATTR_HOST_SEV_SNP), None when nothing tells.
 
-    With ccp.psp_init_on_probe=N the ccp driver leaves the firmware UNINIT and KVM
-    initialises it when the first SEV guest starts (drivers/crypto/ccp/sev-dev.c: "Else the
-    PSP will be initialized on the first command requiring it"); AMD's firmware hot-load
-    set-up uses it, since SEV firmware can only be replaced while UNINIT.
+    It matters to a deferred SEV INIT: KVM's init at the first guest runs SNP_INIT first and
+    stops on its failure (sev-dev.c _sev_platform_init_locked: "if (rc && rc != -ENODEV)
+    return rc"); with host SNP off SNP_INIT returns -ENODEV and the SEV INIT goes on.
     """
-    if f.psp.init_on_probe is False:
-        return "ccp.psp_init_on_probe=N: KVM initialises the firmware when the first guest starts"
+    if f.kernel.has_flag("sev_snp") is False:
+        return False  # the flag goes with the attribute (amd.c bsp_determine_snp)
+    if f.kernel.has_flag("sev_snp") is None:
+        return None
+    if snp_firmware_initialised(f) or f.kvm.sev_snp.enabled:
+        return True  # KVM enables SNP only with the attribute (sev_hardware_setup)
+    version = f.kernel.version
+    # Up to Linux 7.0 the kernel sets SNP_EN at boot exactly when it keeps the attribute
+    # (after the IOMMU allowed it); from 7.1 only at SNP firmware INIT, which tells nothing.
+    if f.msr.snp_en is not None and version is not None and (6, 9) <= version < (7, 1):
+        return f.msr.snp_en
     return None
 
 
 @with_sev_status
 def check_sev_initialised(f: HostFacts, status) -> Outcome:
     name = _state_name(status.state)
-    if status.state == FirmwareState.UNINIT:
-        deferred = sev_init_deferred(f)
-        if deferred:
-            return passed(f"platform state {name}; {deferred}")
+    if status.state != FirmwareState.UNINIT:
+        return passed(f"platform state {name}")
+    if f.psp.init_on_probe is not False:
         return failed(
             Reason.SEV_FIRMWARE_UNINIT,
             f"platform state {name} with ccp.psp_init_on_probe="
             + {True: "Y", None: "Y (default)"}[f.psp.init_on_probe],
         )
-    return passed(f"platform state {name}")
+    # ccp.psp_init_on_probe=N: ccp leaves the SEV firmware UNINIT and KVM initialises it at
+    # the first SEV guest (sev-dev.c: "Else the PSP will be initialized on the first command
+    # requiring it"), AMD's firmware hot-load set-up. That works unless SNP_INIT stops it.
+    deferred = f"platform state {name}; ccp.psp_init_on_probe=N"
+    snp = host_snp(f)
+    if snp is False or snp_firmware_initialised(f):
+        return passed(f"{deferred}: KVM initialises the firmware when the first guest starts")
+    if snp is None:
+        return Outcome(
+            Status.UNKNOWN,
+            f"{deferred}, and whether a failed SNP_INIT would stop KVM's SEV INIT at the first "
+            "guest is unknown (host SNP not known)",
+            f.msr.unreadable.reason if f.msr.unreadable else Reason.SEV_FIRMWARE_UNINIT,
+        )
+    return failed(
+        Reason.SEV_FIRMWARE_UNINIT,
+        f"{deferred}, but SNP is not initialised: KVM's SEV INIT at the first guest runs "
+        "SNP_INIT first and stops on its failure",
+    )
 
 
 @with_sev_status
@@ -500,7 +535,11 @@ def check_snp_policy(f: HostFacts) -> Outcome:
             f.kvm.snp_policy_bits_unreadable, "neither KVM_X86_SNP_POLICY_BITS nor a known rule"
         )
     required = f", requires {rule.required:#x}" if rule.required else ""
-    return passed(f"accepts policy bits {rule.accepted:#x}{required} ({rule.source})")
+    note = ""
+    version = f.kernel.version
+    if rule.source != "KVM_X86_SNP_POLICY_BITS" and version is not None and version < (6, 17):
+        note = "; upstream kernels before 6.17 also want SMT (bit 16) and no SINGLE_SOCKET (20)"
+    return passed(f"accepts policy bits {rule.accepted:#x}{required} ({rule.source}){note}")
 
 
 def check_kvm_device(f: HostFacts) -> Outcome:
@@ -520,7 +559,9 @@ def _kvm_param(attr: str, off: Reason):
         if not param.present:
             if attr == "sev_snp":
                 return failed(Reason.KVM_NO_SNP_PARAMETER, f"{where} does not exist")
-            return failed(off, f"{where} does not exist (kernel built without SEV)")
+            # kvm_amd.sev_es arrived with host SEV-ES support in Linux 5.11
+            why = "this kernel predates SEV-ES hosts" if attr == "sev_es" else "kernel without SEV"
+            return failed(off, f"{where} does not exist ({why})")
         if param.enabled:
             return passed(f"{where} = {param.raw}")
         return failed(off, f"{where} = {param.raw}")
@@ -564,6 +605,8 @@ def _es_range(guest: Guest):
             " (SEV-ES and SEV-SNP together)" if known.shared_es_snp else ""
         )
         if used >= known.count:
+            if not known.shared_es_snp:  # ciphertext hiding caps this type's share
+                return warned(Reason.SPLIT_ASIDS_IN_USE, detail)
             return warned(Reason.ES_ASIDS_IN_USE, detail)
         return passed(detail)
 
@@ -694,6 +737,8 @@ CHECKS = (
     ("kvm.sev_es", "kvm_amd sev_es parameter", ES_AND_SNP,
      _kvm_param("sev_es", Reason.KVM_SEV_ES_OFF), "cpu.sev_es"),
     ("asid.sev_es", "ASIDs for SEV-ES guests", ONLY_ES, _es_range(ES), "cpu.sev_es"),
+    # SNP guests use the SEV-ES ASID range: judged whether or not the CPU has SNP.
+    ("asid.snp", "ASIDs for SEV-SNP guests", ONLY_SNP, _es_range(SNP), "cpu.sev_es"),
     ("psp.sev_es_with_snp", "SEV-ES allowed beside SEV-SNP (AMD-SB-3023)", ONLY_ES,
      check_sev_es_with_snp, "cpu.sev_es"),
     ("cpu.snp", "SEV-SNP in the CPU", ONLY_SNP,
@@ -712,7 +757,6 @@ CHECKS = (
      "psp.snp_init"),
     ("psp.tcb", "Reported TCB is the current one", INFO, check_tcb, "psp.snp_init"),
     ("psp.alias_check", "Memory alias check (AMD-SB-3015)", INFO, check_alias, "psp.snp_init"),
-    ("asid.snp", "ASIDs for SEV-SNP guests", ONLY_SNP, _es_range(SNP), "cpu.snp"),
     ("kvm.sev_snp", "kvm_amd sev_snp parameter", ONLY_SNP,
      _kvm_param("sev_snp", Reason.KVM_SNP_OFF), "cpu.snp"),
     ("kvm.snp_policy", "SNP guest policies KVM accepts", INFO, check_snp_policy, "kvm.sev_snp"),
@@ -770,10 +814,25 @@ ROOT_CAUSES = {
     ),
     "psp.snp_init": (
         (Reason.SNP_NOT_INITIALISED, Reason.PSP_DEVICE_MISSING, Reason.PSP_COMMAND_FAILED),
-        ("kernel.sev_snp", "bios.rmp", "psp.sev_status"),
+        (
+            "kernel.sev_snp",
+            "bios.rmp",
+            "psp.sev_status",
+            Cause("kvm.sev_snp", (Reason.KVM_AMD_NOT_LOADED,)),
+        ),
     ),
-    "kvm.sev": ((Reason.KVM_SEV_OFF,), ("kernel.sev", "psp.sev_init")),
-    "kvm.sev_es": ((Reason.KVM_SEV_ES_OFF,), ("kvm.sev", "kernel.sev_es", "asid.sev_es")),
+    "kvm.sev": (
+        (Reason.KVM_SEV_OFF,),
+        (
+            "kernel.sev",
+            "psp.sev_init",
+            Cause("psp.snp_init", (Reason.SNP_NOT_INITIALISED, Reason.SNP_API_TOO_OLD), True),
+        ),
+    ),
+    "kvm.sev_es": (
+        (Reason.KVM_SEV_ES_OFF,),
+        ("kvm.sev", "kernel.sev_es", "asid.sev_es", "asid.snp"),
+    ),
     "kvm.sev_snp": (
         (Reason.KVM_SNP_OFF,),
         ("kvm.sev_es", "kernel.sev_snp", "psp.snp_init", "asid.snp"),
@@ -912,14 +971,16 @@ def _evaluate_tree(
 
 
 def _attribute_root_causes(results: Tuple[Result, ...]) -> Tuple[Result, ...]:
-    """Mark failures that another failure explains with their root cause (ROOT_CAUSES)."""
+    """Mark failures that other failures explain with their root causes (ROOT_CAUSES)."""
     by_name = {r.check.name: r for r in results}
 
-    def explained_by(name: str, seen: frozenset) -> Optional[str]:
-        """The root cause of the failure of `name`, None when it is a cause of its own."""
+    def roots_of(name: str, seen: frozenset) -> Tuple[str, ...]:
+        """The root causes of the failure of `name` (first the one to show); () when it is
+        a cause of its own."""
         outcome = by_name[name].outcome
         if outcome.status is not Status.FAIL or outcome.reason not in ROOT_CAUSES[name][0]:
-            return None
+            return ()
+        roots: list = []
         for cause in _causes(name):
             failure = by_name[cause.check].outcome
             if cause.check in seen or failure.status is not Status.FAIL:
@@ -927,32 +988,35 @@ def _attribute_root_causes(results: Tuple[Result, ...]) -> Tuple[Result, ...]:
             if cause.reasons and failure.reason not in cause.reasons:
                 continue
             deeper = (
-                explained_by(cause.check, seen | {cause.check})
-                if cause.check in ROOT_CAUSES
-                else None
+                roots_of(cause.check, seen | {cause.check}) if cause.check in ROOT_CAUSES else ()
             )
-            if deeper is not None and cause.if_root:
+            if deeper and cause.if_root:
                 continue
-            return deeper or cause.check
-        return None
+            roots += [c for c in deeper or (cause.check,) if c not in roots]
+        return tuple(roots)
 
     out = []
     for r in results:
         name = r.check.name
-        cause = explained_by(name, frozenset({name})) if name in ROOT_CAUSES else None
-        if cause is not None:
-            r = replace(r, outcome=replace(r.outcome, root_cause=cause))
+        roots = roots_of(name, frozenset({name})) if name in ROOT_CAUSES else ()
+        if roots:
+            r = replace(r, outcome=replace(r.outcome, root_cause=roots[0], root_causes=roots))
         out.append(r)
     return tuple(out)
 
 
 def verdicts(results: Tuple[Result, ...]) -> Tuple[Verdict, ...]:
+    gates_of = {r.check.name: r.check.gates for r in results}
     out = []
     for guest in Guest:
         gating = [r for r in results if guest in r.check.gates]
         failures = [r for r in gating if r.outcome.status is Status.FAIL]
-        # Root causes only; should echoes ever explain each other, every failure counts.
-        roots = [r for r in failures if r.outcome.root_cause is None] or failures
+        # Root causes only. An echo stays when none of its causes gates this guest type
+        # (SEV blocked by a failed SEV INIT that follows from SNP_INIT: the SEV verdict
+        # must still name it); should echoes ever explain each other, every failure counts.
+        roots = [
+            r for r in failures if not any(guest in gates_of[c] for c in r.outcome.root_causes)
+        ] or failures
         failed_ = tuple(r.check.name for r in roots)
         unknown = tuple(r.check.name for r in gating if r.outcome.status is Status.UNKNOWN)
         warnings = tuple(

@@ -57,24 +57,6 @@ def _ready_node():
     return node
 
 
-def _misc_count(name: str, key: str):
-    """One value of the misc cgroup's flat-keyed file (cgroup v2 root, hybrid, v1), or None."""
-    from nfd_snp.paths import MISC_CGROUP_DIRS
-
-    for directory in MISC_CGROUP_DIRS:
-        try:
-            with open(f"/{directory}/{name}", encoding="ascii", errors="replace") as handle:
-                lines = handle.read(4096).splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == key and parts[1].isdigit():
-                return int(parts[1])
-        return None
-    return None
-
-
 def _check_free_asid(node) -> None:
     """Refuse the start when every SEV-ES/SNP ASID is in use: KVM would answer EBUSY
     ("failed to initialize ret=-16"). Read now, not from the cache, since it changes with
@@ -82,8 +64,10 @@ def _check_free_asid(node) -> None:
     (which counts both) cannot tell apart, so the check is left to KVM there."""
     if node.asids_shared is not True:
         return
-    capacity = _misc_count("misc.capacity", "sev_es")
-    current = _misc_count("misc.current", "sev_es")
+    from nfd_snp.misc_cgroup import live_value
+
+    capacity = live_value("misc.capacity", "sev_es")
+    current = live_value("misc.current", "sev_es")
     if capacity is not None and current is not None and current >= capacity:
         raise DomainError(
             f"every SEV-ES/SNP ASID of this node is in use ({current} of {capacity}, misc "

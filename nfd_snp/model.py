@@ -584,9 +584,7 @@ class CBit:
 
 # -- SEV-SNP guest policy (SEV-SNP firmware ABI "Guest Policy", include/linux/psp-sev.h) --------
 
-SNP_POLICY_SMT = 1 << 16
 SNP_POLICY_RESERVED_MBO = 1 << 17
-SNP_POLICY_SINGLE_SOCKET = 1 << 20
 # arch/x86/kvm/svm/sev.c SNP_POLICY_MASK_VALID before Linux 6.19: ABI minor and major (0-15),
 # SMT (16), reserved-must-be-one (17), DEBUG (19), SINGLE_SOCKET (20). Bit 18 (migration
 # agent) and bits 21+ fail SNP_LAUNCH_START with EINVAL (AMDESE/AMDSEV#240, policy 0x70000).
@@ -610,11 +608,13 @@ class SnpPolicyRule:
 
 def snp_policy_rule(kvm: KvmFacts, kernel: KernelFacts) -> Optional[SnpPolicyRule]:
     """KVM_X86_SNP_POLICY_BITS where the kernel publishes it (6.19+: what KVM and the
-    firmware accept), else the rule of the kernel's version; None when neither says.
+    firmware accept), else what every kernel of its version accepts; None when neither says.
 
-    Linux 6.10-6.16 also refuse a policy without SMT (16) or with SINGLE_SOCKET (20);
-    6.17 left those to the firmware ("Drop KVM's rejection of SNP's SMT and single-socket
-    policy restrictions").
+    From the version alone only the mask is certain: no KVM before 6.19 takes a bit outside
+    0x1bffff. Upstream 6.10-6.16 also refuse a policy without SMT (16) or with SINGLE_SOCKET
+    (20), but 6.17 dropped those checks ("Drop KVM's rejection of SNP's SMT and
+    single-socket policy restrictions") and distributions backport it, so a guest is not
+    refused on that guess; docs/troubleshooting.md maps the launch error if it happens.
     """
     if kvm.snp_policy_bits is not None:
         return SnpPolicyRule(
@@ -623,14 +623,11 @@ def snp_policy_rule(kvm: KvmFacts, kernel: KernelFacts) -> Optional[SnpPolicyRul
     version = kernel.version
     if version is None or version < (6, 10) or version >= (6, 19):
         return None
-    source = f"the rule of Linux {version[0]}.{version[1]}"
-    if version < (6, 17):
-        return SnpPolicyRule(
-            KVM_SNP_POLICY_MASK_BEFORE_6_19 & ~SNP_POLICY_SINGLE_SOCKET,
-            SNP_POLICY_RESERVED_MBO | SNP_POLICY_SMT,
-            source,
-        )
-    return SnpPolicyRule(KVM_SNP_POLICY_MASK_BEFORE_6_19, SNP_POLICY_RESERVED_MBO, source)
+    return SnpPolicyRule(
+        KVM_SNP_POLICY_MASK_BEFORE_6_19,
+        SNP_POLICY_RESERVED_MBO,
+        f"the rule of Linux {version[0]}.{version[1]}",
+    )
 
 
 def to_jsonable(value):

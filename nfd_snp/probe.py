@@ -22,14 +22,16 @@ def probe(host: Host) -> HostFacts:
     kern = kernel.read(host)
     # The TCB layout depends on the CPU family; without the CPUID device, cpuinfo tells it.
     family = cpu.family if cpu.family is not None else kern.family
+    kvm_facts = kvm.read(host)
+    snp_query = not psp.snp_status_has_side_effects(kern, kvm_facts)
     return HostFacts(
         root=str(host.root),
         snapshot=host.snapshot,
         cpu=cpu,
         msr=msr.read(host),
         kernel=kern,
-        kvm=kvm.read(host),
-        psp=psp.read(host, TcbLayout.for_family(family)),
+        kvm=kvm_facts,
+        psp=psp.read(host, TcbLayout.for_family(family), snp_query=snp_query),
         asids=cgroup.read(host),
         domcaps=domcaps.read(host),
         firmware=firmware.read(host),

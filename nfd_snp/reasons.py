@@ -50,6 +50,13 @@ class Reason(enum.Enum):
         "The file holds unexpected content; attach `nfd-snp capture` output to a bug report.",
         True,
     )
+    HOST_ROOT_INCOMPLETE = (
+        "host-root-incomplete",
+        "The host root lacks this part of /proc or /sys: on a node run nfd-snp with the host "
+        "root /; in a container mount the host's /proc, /sys and /dev under /host "
+        "(deploy/node/daemonset.yaml).",
+        True,
+    )
     NOT_IN_SNAPSHOT = (
         "not-in-snapshot",
         "The snapshot lacks this source; capture it again as root with `nfd-snp capture`.",
@@ -64,6 +71,13 @@ class Reason(enum.Enum):
         "psp-command-failed",
         "The SEV firmware rejected the command; check `dmesg | grep -i sev` and update the "
         "SEV firmware (BIOS update or /lib/firmware/amd/amd_sev_fam*.sbin).",
+    )
+    SNP_STATUS_NOT_QUERIED = (
+        "snp-status-not-queried",
+        "On Linux 6.16 up to the fix of January 2026 the SNP status command initialises and "
+        "shuts down SNP when it is not initialised, so it is only sent with kvm_amd.sev_snp=Y; "
+        "see kvm.sev_snp for why SNP is off.",
+        True,
     )
     LIBVIRT_PYTHON_MISSING = (
         "libvirt-python-missing",
@@ -148,8 +162,9 @@ class Reason(enum.Enum):
     # -- PSP firmware ------------------------------------------------------------------
     SEV_FIRMWARE_UNINIT = (
         "sev-firmware-uninit",
-        "The SEV firmware failed to initialise (kvm_amd initialises it when it loads from "
-        "Linux 6.16, ccp before): check "
+        "The SEV firmware is not initialised (kvm_amd initialises it when it loads from "
+        "Linux 6.16, and only with kvm_amd.sev=1; ccp before): if kvm_amd.sev reads N, look at "
+        "/etc/modprobe.d and the kernel command line first; otherwise check "
         "`dmesg | grep -i -e ccp -e sev` for 'SEV: failed to INIT error 0x..' (0x13: enable "
         "SMEE in the BIOS; 0x1 or 0x3: update the BIOS so the PSP bootloader fits the SEV "
         "firmware), then reload kvm_amd and ccp or reboot.",
@@ -161,9 +176,10 @@ class Reason(enum.Enum):
     )
     SNP_NOT_INITIALISED = (
         "snp-not-initialised",
-        "The SNP firmware is not initialised (kvm_amd does it when it loads from Linux 6.16, "
-        "ccp before): enable SNP in the BIOS, keep the IOMMU on and out of passthrough, use "
-        "Linux 6.11 or later with kvm_amd.sev_snp=1, and check "
+        "The SNP firmware is not initialised. From Linux 6.16 kvm_amd initialises it when it "
+        "loads, and only with kvm_amd.sev=1: if kvm_amd.sev reads N, look at /etc/modprobe.d "
+        "and the kernel command line first. Otherwise enable SNP in the BIOS, keep the IOMMU "
+        "on and out of passthrough, use Linux 6.11 or later, and check "
         "`dmesg | grep -i -e SEV-SNP -e 'SNP:' -e ccp` for the failing step.",
     )
     SNP_API_TOO_OLD = (
@@ -225,8 +241,10 @@ class Reason(enum.Enum):
     )
     KVM_NO_POLICY_ATTRIBUTE = (
         "kvm-no-policy-attribute",
-        "Informational: this kernel does not publish KVM_X86_SNP_POLICY_BITS (Linux 6.19+); the "
-        "SNP policy bits KVM accepts follow from the kernel version.",
+        "Informational: this kernel does not publish KVM_X86_SNP_POLICY_BITS (Linux 6.19+), "
+        "and its version does not tell which SNP policy bits KVM accepts; policy 0x30000 "
+        "works on every kernel.",
+        True,
     )
     KVM_NO_SNP_PARAMETER = (
         "kvm-no-snp-parameter",
@@ -250,6 +268,14 @@ class Reason(enum.Enum):
         "kvm_amd.ciphertext_hiding_asids gives every SEV-ES/SNP ASID to SEV-SNP, which leaves "
         "none for SEV-ES guests: lower it below the minimum SEV ASID - 1 if SEV-ES guests are "
         "wanted (kernel-parameters.txt, kvm-amd.ciphertext_hiding_asids).",
+    )
+    SPLIT_ASIDS_IN_USE = (
+        "split-asids-in-use",
+        "Every ASID of this guest type is taken by a running guest (KVM answers EBUSY for the "
+        "next): with ciphertext hiding, kvm_amd.ciphertext_hiding_asids sets SEV-SNP's share "
+        "of the SEV-ES/SNP range and SEV-ES gets the rest; move the split (up to the minimum "
+        "SEV ASID - 1), or raise the BIOS 'SEV-ES ASID Space Limit' when the whole range is "
+        "in use.",
     )
     ES_ASIDS_IN_USE = (
         "es-asids-in-use",

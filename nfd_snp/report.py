@@ -15,7 +15,7 @@ from nfd_snp.checks import Readiness, Report, Status
 from nfd_snp.errors import printable
 from nfd_snp.model import to_jsonable
 
-JSON_SCHEMA = "nfd-snp.check/v1"
+JSON_SCHEMA = "nfd-snp.check/v2"
 TROUBLESHOOTING = "docs/troubleshooting.md"
 
 STATUS_COLOURS = {
@@ -51,6 +51,7 @@ def as_json(report: Report) -> dict:
                 "detail": r.outcome.detail,
                 "inferred_from": r.outcome.inferred_from,
                 "root_cause": r.outcome.root_cause,
+                "root_causes": list(r.outcome.root_causes),
                 "reason": r.outcome.reason.code if r.outcome.reason else None,
                 "fix": r.fix,
             }

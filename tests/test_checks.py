@@ -22,7 +22,7 @@ EXPECTED = {
     "rome-sev-only": {
         "sev": ("yes", ()),
         "sev-es": ("no", ("psp.sev_es_init", "asid.sev_es")),
-        "sev-snp": ("no", ("psp.sev_es_init", "cpu.snp")),
+        "sev-snp": ("no", ("psp.sev_es_init", "asid.snp", "cpu.snp")),
     },
     "intel": {g: ("no", ("cpu.vendor",)) for g in ("sev", "sev-es", "sev-snp")},
 }
@@ -149,7 +149,8 @@ def test_cpuid_unreadable_falls_back_to_cpuinfo_vendor(snapshot):
     "release, attr, accepted, required",
     [
         ("6.8.0-51-generic", None, None, None),  # no SNP in KVM
-        ("6.12.0-55.9.1.el10_0.x86_64", None, 0x0BFFFF, 0x30000),  # SMT required, no bit 20
+        # SMT and single socket: refused by upstream 6.10-6.16 only, relaxed by backports
+        ("6.12.0-55.9.1.el10_0.x86_64", None, 0x1BFFFF, 0x20000),
         ("6.17.1", None, 0x1BFFFF, 0x20000),
         ("6.19.0", None, None, None),  # the attribute decides; unreadable means unknown
         ("6.19.0", 0x1FBFFFF, 0x1FBFFFF, 0x20000),
@@ -178,3 +179,131 @@ def test_psp_init_on_probe_yes_and_uninit_is_a_failure(snapshot):
     assert results["psp.sev_init"].outcome.status is Status.FAIL
     assert results["psp.sev_init"].outcome.detail.endswith("psp_init_on_probe=Y")
     assert results["psp.sev_es_init"].outcome.status is Status.SKIP
+
+
+# -- review cases: deferred SEV INIT, kvm_amd.sev off on 6.16+, blocking lists ---------------
+
+DEFERRED = "tests/data/hosts/milan-psp-init-deferred"
+
+
+def _host(snapshot, name, files=None, capture=None):
+    import shutil
+
+    root = snapshot(files=files, capture=capture, base=None)
+    shutil.rmtree(root)
+    shutil.copytree(REPO / name, root)
+    merged = __import__("json").loads((root / "nfd-snp-capture.json").read_text())
+    merged.update(capture or {})
+    (root / "nfd-snp-capture.json").write_text(__import__("json").dumps(merged))
+    for rel, content in (files or {}).items():
+        path = root / rel
+        if content is None:
+            path.unlink()
+        else:
+            path.write_text(content)
+    return root
+
+
+def _flags_without(root, flag):
+    text = (root / "proc/cpuinfo").read_text()
+    return text.replace(f" {flag}", "")
+
+
+def test_deferred_sev_init_fails_when_snp_init_failed(snapshot):
+    """psp_init_on_probe=N, SNP not initialised on a host with SNP on: KVM's SEV INIT at the
+    first guest runs SNP_INIT first and stops on its failure (sev-dev.c)."""
+    root = _host(
+        snapshot,
+        DEFERRED,
+        files={"sys/module/kvm_amd/parameters/sev_snp": "N\n"},
+        capture={"snp_platform_status": {"errno": 22}},
+    )
+    report = evaluate(probe_root(root))
+    results = {r.check.name: r for r in report.results}
+    sev_init = results["psp.sev_init"].outcome
+    assert (sev_init.status, sev_init.root_cause) == (Status.FAIL, "psp.snp_init")
+    assert report.verdict(Guest.SEV).blocking == ("psp.sev_init",)
+    assert report.verdict(Guest.SEV_ES).ready is Readiness.NO
+
+
+def test_deferred_sev_init_is_fine_with_host_snp_off(snapshot):
+    root = _host(snapshot, DEFERRED, capture={"snp_platform_status": {"errno": 22}})
+    (root / "proc/cpuinfo").write_text(_flags_without(root, "sev_snp"))
+    (root / "sys/module/kvm_amd/parameters/sev_snp").write_text("N\n")
+    report = evaluate(probe_root(root))
+    assert report.verdict(Guest.SEV).ready is Readiness.YES
+    assert report.verdict(Guest.SEV_ES).ready is Readiness.YES
+
+
+def test_deferred_sev_init_unknown_when_host_snp_is_unknown(snapshot):
+    # Linux 7.1+: SNP_EN is set only at SNP INIT, and the msr driver is missing anyway
+    root = _host(
+        snapshot,
+        DEFERRED,
+        files={
+            "proc/sys/kernel/osrelease": "7.2.0\n",
+            "sys/module/kvm_amd/parameters/sev_snp": "N\n",
+        },
+        capture={"snp_platform_status": {"errno": 22}, "msr": {}},
+    )
+    report = evaluate(probe_root(root))
+    results = {r.check.name: r for r in report.results}
+    assert results["psp.sev_init"].outcome.status is Status.UNKNOWN
+    assert report.verdict(Guest.SEV).ready is Readiness.UNKNOWN
+
+
+def test_kvm_amd_sev_off_on_6_16_is_named_in_the_fix(snapshot):
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={
+            "proc/sys/kernel/osrelease": "6.16.1\n",
+            "sys/module/kvm_amd/parameters/sev": "N\n",
+            "sys/module/kvm_amd/parameters/sev_es": "N\n",
+            "sys/module/kvm_amd/parameters/sev_snp": "N\n",
+        },
+        capture={
+            "sev_platform_status": "013700000000002500000000",
+            "snp_platform_status": {"errno": 22},
+        },
+    )
+    results = {r.check.name: r for r in evaluate(probe_root(root)).results}
+    # 6.16: SNP_PLATFORM_STATUS is not sent while kvm_amd.sev_snp is N (it would init SNP)
+    assert results["psp.snp_init"].outcome.reason.code == "snp-status-not-queried"
+    assert "kvm_amd.sev reads N" in results["psp.sev_init"].fix
+
+
+def test_an_echo_whose_cause_gates_other_guests_stays_in_the_verdict(snapshot):
+    """SEV: the ASIDs and the failed SEV INIT (which follows from SNP_INIT, a cause that
+    does not gate SEV) are both named."""
+    root = _host(
+        snapshot,
+        "tests/data/hosts/milan-rome2d16-fw-1.49",
+        files={"sys/fs/cgroup/misc.capacity": "sev_es 99\n"},
+        capture={
+            "cpuid": {
+                **__import__("json").loads(
+                    (
+                        REPO / "tests/data/hosts/milan-rome2d16-fw-1.49/nfd-snp-capture.json"
+                    ).read_text()
+                )["cpuid"],
+                "0x8000001f": [0x1FFFF, 0x4173, 509, 510],
+            }
+        },
+    )
+    report = evaluate(probe_root(root))
+    assert report.verdict(Guest.SEV).blocking == ("psp.sev_init", "asid.sev")
+
+
+def test_snp_status_is_not_sent_where_it_would_initialise_snp(snapshot):
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={
+            "proc/sys/kernel/osrelease": "6.17.3\n",
+            "sys/module/kvm_amd/parameters/sev_snp": "N\n",
+        },
+        capture={"snp_platform_status": "BROKEN, never read"},
+    )
+    report = evaluate(probe_root(root))  # the capture's garbage is never replayed
+    results = {r.check.name: r for r in report.results}
+    assert results["psp.snp_init"].outcome.status is Status.UNKNOWN
+    assert report.verdict(Guest.SEV_SNP).blocking == ("kvm.sev_snp",)

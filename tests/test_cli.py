@@ -26,6 +26,7 @@ CHECK_KEYS = {
     "detail",
     "inferred_from",
     "root_cause",
+    "root_causes",
     "reason",
     "fix",
 }
@@ -48,7 +49,7 @@ def test_check_exit_code_follows_snp_verdict(sample, code):
 def test_json_report_schema():
     result = run("check", "--sample", "milan-snp-off", "--json")
     data = json.loads(result.output)
-    assert set(data) == SCHEMA_KEYS and data["schema"] == "nfd-snp.check/v1"
+    assert set(data) == SCHEMA_KEYS and data["schema"] == "nfd-snp.check/v2"
     assert all(set(c) == CHECK_KEYS for c in data["checks"])
     assert data["verdicts"]["sev-snp"]["ready"] == "no"
     failed = {c["name"]: c for c in data["checks"] if c["status"] == "FAIL"}

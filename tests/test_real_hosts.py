@@ -84,7 +84,7 @@ EXPECTED = {
         verdicts={
             "sev": (N, ("kernel.sev",)),
             "sev-es": (N, ("kernel.sev", "asid.sev_es")),
-            "sev-snp": (N, ("kernel.sev", "psp.snp_init", "asid.snp", "kvm.sev_snp")),
+            "sev-snp": (N, ("kernel.sev", "asid.snp", "psp.snp_init", "kvm.sev_snp")),
         },
         checks={
             "psp.sev_init": ("FAIL", "sev-firmware-uninit", "kernel.sev"),
@@ -103,6 +103,8 @@ EXPECTED = {
         checks={
             "psp.snp_init": ("FAIL", "snp-api-too-old", None),
             "psp.sev_init": ("FAIL", "sev-firmware-uninit", "psp.snp_init"),
+            # no release string: the accepted policy bits are unknown, not a failure
+            "kvm.snp_policy": ("UNKNOWN", "kvm-no-policy-attribute", None),
         },
         details={"psp.snp_init": "SEV firmware API 1.49 build 3 is below 1.51"},
         fixes={"psp.snp_init": "Update the SEV firmware to API 1.51 or later"},
@@ -173,7 +175,7 @@ EXPECTED = {
         verdicts={
             "sev": (Y, ()),
             "sev-es": (N, ("asid.sev_es",)),
-            "sev-snp": (N, ("kernel.sev_snp", "asid.snp", "libvirt.sev_snp", "firmware.snp")),
+            "sev-snp": (N, ("asid.snp", "kernel.sev_snp", "libvirt.sev_snp", "firmware.snp")),
         },
         checks={"kvm.sev_es": ("FAIL", "kvm-sev-es-off", "asid.sev_es")},
         details={
@@ -220,6 +222,7 @@ EXPECTED = {
     "genoa-ciphertext-hiding-split-6.19": dict(
         verdicts={"sev": (Y, ()), "sev-es": (Y, ()), "sev-snp": (Y, ())},
         warnings={"sev-snp": ("asid.snp",), "sev-es": ()},
+        checks={"asid.snp": ("WARN", "split-asids-in-use", None)},
         details={
             "kvm.snp_policy": "accepts policy bits 0x1fbffff, requires 0x20000 "
             "(KVM_X86_SNP_POLICY_BITS)",

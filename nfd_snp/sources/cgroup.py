@@ -12,34 +12,15 @@ from typing import Dict, Optional
 
 from nfd_snp import paths
 from nfd_snp.host import Host
+from nfd_snp.misc_cgroup import FILE_LIMIT, parse_flat_keyed
 from nfd_snp.model import AsidFacts, Unreadable
 from nfd_snp.reasons import Reason
 from nfd_snp.sources import decode_text, unreadable_from
 
-MISC_FILE_LIMIT = 4096
-
-
-def parse_flat_keyed(text: str, where: str) -> Dict[str, int]:
-    """`name value` lines (cgroup-v2.rst "flat keyed"); raises ValueError on garbage."""
-    values: Dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{where} line {number}: expected 'name value'")
-        name, value = parts
-        if value == "max":
-            continue  # misc.max style; capacity and current are integers
-        if not value.isdigit() or len(value) > 20:
-            raise ValueError(f"{where} line {number}: {value[:20]!r} is not a count")
-        values[name] = int(value)
-    return values
-
 
 def _read_keyed(host: Host, rel: str) -> Optional[Dict[str, int]]:
     try:
-        raw = host.read(rel, MISC_FILE_LIMIT)
+        raw = host.read(rel, FILE_LIMIT)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None

@@ -39,7 +39,7 @@ def read(host: Host) -> GuestFacts:
     try:
         names = host.listdir(paths.PROC)
     except OSError as exc:
-        failure = unreadable_from(exc, "/" + paths.PROC, missing=Reason.FILE_GARBLED)
+        failure = unreadable_from(exc, "/" + paths.PROC, missing=Reason.HOST_ROOT_INCOMPLETE)
         return GuestFacts((), (), failure)
     sev, snp = [], []
     for name in names:

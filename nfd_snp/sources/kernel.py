@@ -49,7 +49,9 @@ def read(host: Host) -> KernelFacts:
     try:
         raw = host.read(paths.PROC_CPUINFO, CPUINFO_READ, truncate=True)
     except OSError as exc:
-        failure = unreadable_from(exc, "/" + paths.PROC_CPUINFO, missing=Reason.FILE_GARBLED)
+        failure = unreadable_from(
+            exc, "/" + paths.PROC_CPUINFO, missing=Reason.HOST_ROOT_INCOMPLETE
+        )
         return KernelFacts(release, None, None, None, None, None, failure)
     fields = parse_cpuinfo_block(decode_text(raw))
     flags = None

@@ -95,9 +95,36 @@ def read_init_on_probe(host: Host):
     return {"Y": True, "1": True, "N": False, "0": False}.get(text)
 
 
-def read(host: Host, layout: TcbLayout) -> PspFacts:
+def snp_status_has_side_effects(kernel, kvm) -> bool:
+    """Whether SNP_PLATFORM_STATUS would change the platform, so the probe must not send it.
+
+    From Linux 6.16 ("crypto: ccp - Ensure implicit SEV/SNP init and shutdown in ioctls")
+    the command on a host whose SNP is not initialised runs a real SNP_INIT and then
+    SNP_SHUTDOWN, until "crypto: ccp - Fix a case where SNP_SHUTDOWN is missed" (posted in
+    January 2026, taken here as Linux 7.0) made it report the state as it is. On those
+    kernels kvm_amd.sev_snp=Y says SNP is initialised already (KVM initialises it when it
+    loads and keeps sev_snp only if that worked), so only then is the command harmless.
+    Distribution kernels backport either change; the version is the best guide there is.
+    """
+    version = kernel.version
+    return version is not None and (6, 16) <= version < (7, 0) and kvm.sev_snp.enabled is not True
+
+
+def read(host: Host, layout: TcbLayout, *, snp_query: bool = True) -> PspFacts:
+    """Both status replies; with `snp_query` False, SNP_PLATFORM_STATUS is not sent at all
+    (see snp_status_has_side_effects) and its reply is unknown with that reason."""
     replies = {}
     for command in (uapi.SEV_PLATFORM_STATUS, uapi.SNP_PLATFORM_STATUS):
+        if command == uapi.SNP_PLATFORM_STATUS and not snp_query:
+            replies[command] = (
+                None,
+                Unreadable(
+                    Reason.SNP_STATUS_NOT_QUERIED,
+                    f"/{paths.SEV_DEVICE} SNP_PLATFORM_STATUS: not sent, since on this kernel "
+                    "it would initialise and shut down SNP while kvm_amd.sev_snp is not Y",
+                ),
+            )
+            continue
         try:
             replies[command] = (host.psp_command(command), None)
         except (PspError, OSError, NotCaptured) as exc:
