@@ -1,6 +1,7 @@
 # make rpm: source tarball from the git tree (HEAD), then the SRPM and noarch RPM in dist/.
-# The version comes from setup.cfg only.
-VERSION := $(shell python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['metadata']['version'])")
+# The version is written once, as __version__ in nfd_snp/__init__.py: setup.cfg (attr:), the
+# wheel, `nfd-snp --version`, the sidecar script and this spec's Version all take it from there.
+VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)"$$/\1/p' nfd_snp/__init__.py)
 TOPDIR := $(CURDIR)/dist/rpmbuild
 # %check needs pytest, hypothesis, lxml, click and psutil for the build's python3.
 # On a builder whose packages rpm does not manage (Debian), BuildRequires cannot be checked.
