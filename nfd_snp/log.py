@@ -92,10 +92,6 @@ def warning(message: str) -> None:
     emit(WARNING, message)
 
 
-def notice(message: str) -> None:
-    emit(NOTICE, message)
-
-
 def info(message: str) -> None:
     emit(INFO, message)
 

@@ -20,7 +20,7 @@ comparison with 0. For the checks this costs 5 series per check (about 190 per n
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from nfd_snp import __version__
 from nfd_snp.atomic import write_atomic
@@ -49,8 +49,13 @@ def _family(name: str, help_text: str, samples: Iterable[Sample]) -> List[str]:
     return [f"# HELP {name} {help_line}", f"# TYPE {name} gauge", *lines]
 
 
-def _state_set(labels: Dict[str, str], key: str, current: str, states) -> List[Sample]:
-    return [({**labels, key: state}, 1 if state == current else 0) for state in states]
+def _state_sets(
+    key: str, states, current: Iterable[Tuple[Dict[str, str], str]]
+) -> Iterator[Sample]:
+    """For each (labels, current state): one sample per state, 1 for the current one."""
+    for labels, now in current:
+        for state in states:
+            yield {**labels, key: state}, 1 if state == now else 0
 
 
 def _firmware(report: Report) -> Dict[str, str]:
@@ -86,30 +91,20 @@ def render(report: Report, timestamp: float, labels_expiry: Optional[float] = No
             "nfd_snp_readiness",
             "Whether each guest type can run here: 1 for the current state (ready, not_ready, "
             "unknown); ready is when the node carries <guest>.node.kubevirt.io/enabled",
-            (
-                s
-                for v in report.verdicts
-                for s in _state_set(
-                    {"guest": v.guest.value},
-                    "state",
-                    READINESS_STATES[v.ready],
-                    READINESS_STATES.values(),
-                )
+            _state_sets(
+                "state",
+                READINESS_STATES.values(),
+                (({"guest": v.guest.value}, READINESS_STATES[v.ready]) for v in report.verdicts),
             ),
         ),
         *_family(
             "nfd_snp_check_status",
             "Status of each readiness check (nfd-snp check): 1 for the current one of pass, "
             "warn, fail, skip, unknown",
-            (
-                s
-                for r in report.results
-                for s in _state_set(
-                    {"check": r.check.name},
-                    "status",
-                    CHECK_STATES[r.outcome.status],
-                    CHECK_STATES.values(),
-                )
+            _state_sets(
+                "status",
+                CHECK_STATES.values(),
+                (({"check": r.check.name}, CHECK_STATES[r.outcome.status]) for r in report.results),
             ),
         ),
         *_family(

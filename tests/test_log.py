@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 from nfd_snp import log
 from nfd_snp.cli import cli
-from tests.conftest import NFD_SNP, SAMPLES, cli_runner
+from tests.conftest import NFD_SNP, cli_runner
+from tests.test_service import _args, _start, _wait_for
 
 
 def _run(args, tmp_path, journal: bool, stale: bool = False, **kw):
@@ -64,42 +64,16 @@ def test_the_service_logs_each_line_at_its_priority(tmp_path):
     """`journalctl -p err` shows the service's errors; changes are notices and infos."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    err = tmp_path / "stderr"
-    with open(err, "w") as handle:
-        st = os.fstat(handle.fileno())
-        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-        proc = subprocess.Popen(
-            [
-                *NFD_SNP,
-                "run",
-                "--config",
-                "/dev/null",
-                "--host-root",
-                str(SAMPLES / "genoa-snp-ready"),
-                "--libvirt",
-                "off",
-                "--output",
-                str(tmp_path / "features.d" / "nfd-snp"),
-                "--facts-cache",
-                str(tmp_path / "run" / "facts.json"),
-                # a metrics file below a regular file cannot be written: an error each cycle
-                "--metrics-textfile",
-                str(blocker / "nfd_snp.prom"),
-            ],
-            stderr=handle,
-            stdout=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and "<3>" not in err.read_text():
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
-        finally:
-            proc.kill()
-    lines = err.read_text().splitlines()
+    # a metrics file below a regular file cannot be written: an error each cycle
+    args = _args(tmp_path, "--metrics-textfile", str(blocker / "nfd_snp.prom"))
+    proc, err = _start(args, tmp_path, journal=True)
+    try:
+        assert _wait_for(lambda: "<3>" in open(err.name).read(), timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    lines = open(err.name).read().splitlines()
     assert all(line[:3] in ("<3>", "<4>", "<5>", "<6>") for line in lines), lines
     errors = [line for line in lines if line.startswith("<3>")]
     assert len(errors) == 1 and "not-a-directory" in errors[0], lines

@@ -21,8 +21,13 @@ def _wait_for(predicate, timeout=10.0):
     return False
 
 
-def _start(args, tmp_path, env=None):
+def _start(args, tmp_path, env=None, journal=False):
+    """`nfd-snp run` with stdout and stderr in a log file; `journal`: announced to it as the
+    journal stream, as systemd does ($JOURNAL_STREAM, the file's device and inode)."""
     log = open(tmp_path / f"run{len(list(tmp_path.glob('run*.log')))}.log", "w+")
+    if journal:
+        st = os.fstat(log.fileno())
+        env = {**(env or os.environ), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
     proc = subprocess.Popen(
         [*NFD_SNP, "run", *args],
         stdout=log,
