@@ -10,7 +10,10 @@ TOPDIR := $(CURDIR)/dist/rpmbuild
 NODEPS := $(shell rpm -q --quiet python3 2>/dev/null || echo --nodeps)
 CHECK := $(shell /usr/bin/python3 -c "import pytest, hypothesis, lxml, click, psutil, venv" 2>/dev/null && echo --with || echo --without) check
 
-.PHONY: rpm clean-rpm
+.PHONY: rpm clean-rpm version
+version:
+	@echo $(VERSION)
+
 rpm:
 	@test -n "$(VERSION)" || { echo "make rpm: no __version__ in nfd_snp/__init__.py" >&2; exit 1; }
 	rm -rf $(TOPDIR)

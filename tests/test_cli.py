@@ -285,3 +285,22 @@ def test_convert_without_libvirt_python_names_the_package(monkeypatch):
     result = CliRunner().invoke(cli, ["domain", "convert", "web", "--facts", "none"])
     assert result.exit_code == 1
     assert "install nfd-snp-libvirt" in result.output and "Traceback" not in result.output
+
+
+def test_the_version_is_written_once():
+    """nfd_snp/__init__.py says it; setup.cfg, the installed metadata and make rpm read it."""
+    import configparser
+    import importlib.metadata
+    import shutil
+
+    from nfd_snp import __version__
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    assert setup["metadata"]["version"] == "attr: nfd_snp.__version__"
+    assert importlib.metadata.version("nfd-snp") == __version__
+    if shutil.which("make"):
+        made = subprocess.run(["make", "-s", "version"], cwd=REPO, capture_output=True, text=True)
+        assert made.stdout == f"{__version__}\n"
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.output == f"nfd-snp, version {__version__}\n"
