@@ -1,14 +1,21 @@
-# make rpm: source tarball from the git tree (HEAD), then the SRPM and noarch RPM in dist/.
-# The version comes from setup.cfg only.
-VERSION := $(shell python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['metadata']['version'])")
+# make rpm: source tarball from the git tree (HEAD), then the SRPM and the noarch RPMs
+# (nfd-snp and nfd-snp-libvirt) in dist/.
+# The version is written once, as __version__ in nfd_snp/__init__.py: setup.cfg (attr:), the
+# wheel, `nfd-snp --version`, the sidecar script and this spec's Version all take it from there.
+VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)"$$/\1/p' nfd_snp/__init__.py)
 TOPDIR := $(CURDIR)/dist/rpmbuild
-# %check needs pytest, hypothesis, lxml, click and psutil for the build's python3.
-# On a builder whose packages rpm does not manage (Debian), BuildRequires cannot be checked.
+# %check runs the test suite with the builder's python3, which needs pytest, hypothesis, lxml,
+# click, psutil and venv. On a builder whose packages rpm does not manage (Debian),
+# BuildRequires cannot be checked.
 NODEPS := $(shell rpm -q --quiet python3 2>/dev/null || echo --nodeps)
-CHECK := $(shell /usr/bin/python3 -c "import pytest, hypothesis, lxml, click, psutil" 2>/dev/null && echo --with || echo --without) check
+CHECK := $(shell /usr/bin/python3 -c "import pytest, hypothesis, lxml, click, psutil, venv" 2>/dev/null && echo --with || echo --without) check
 
-.PHONY: rpm clean-rpm
+.PHONY: rpm clean-rpm version
+version:
+	@echo $(VERSION)
+
 rpm:
+	@test -n "$(VERSION)" || { echo "make rpm: no __version__ in nfd_snp/__init__.py" >&2; exit 1; }
 	rm -rf $(TOPDIR)
 	mkdir -p $(TOPDIR)/SOURCES $(TOPDIR)/SPECS
 	git archive --format=tar.gz --prefix=nfd-snp-$(VERSION)/ \
@@ -16,7 +23,9 @@ rpm:
 	cp packaging/rpm/nfd-snp.spec $(TOPDIR)/SPECS/
 	rpmbuild --define "_topdir $(TOPDIR)" --define "pkg_version $(VERSION)" $(CHECK) $(NODEPS) \
 	  -ba $(TOPDIR)/SPECS/nfd-snp.spec
-	cp $(TOPDIR)/RPMS/noarch/nfd-snp-$(VERSION)-*.rpm $(TOPDIR)/SRPMS/nfd-snp-$(VERSION)-*.src.rpm dist/
+	cp $(TOPDIR)/RPMS/noarch/nfd-snp-$(VERSION)-*.rpm \
+	  $(TOPDIR)/RPMS/noarch/nfd-snp-libvirt-$(VERSION)-*.rpm \
+	  $(TOPDIR)/SRPMS/nfd-snp-$(VERSION)-*.src.rpm dist/
 	@ls -1 dist/*.rpm
 
 clean-rpm:

@@ -59,7 +59,7 @@ def main() -> None:
             facts_cache=str(work / "facts.json"),
             libvirt="off",
         )
-        service = Service(config, log=lambda line: None)
+        service = Service(config, log=lambda _priority, line: None)
         me = psutil.Process()
         cpu, rss = [], {}
         for n in range(1, 20 * args.cycles + 1):

@@ -1,8 +1,8 @@
 """`nfd-snp capture`: save every input one probe read into a replayable snapshot.
 
 The snapshot is the format `--host-root` reads (DESIGN.md "Snapshot format"): host files at
-their host paths plus nfd-snp-capture.json for CPUID, MSRs, PSP replies and domcaps. A
-replay of it runs the same parsing code and gives the same report.
+their host paths plus nfd-snp-capture.json for CPUID, MSRs, PSP replies, domcaps and file
+change times. A replay of it runs the same parsing code and gives the same report.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def write_snapshot(recording: Recording, out: Path) -> None:
     capture.update(recording.kvm_attrs)
     if recording.domcaps is not NotCaptured:
         capture["domcaps"] = recording.domcaps
+    if recording.stats:
+        capture["stat"] = recording.stats
     if recording.unreadable:
         capture["unreadable"] = recording.unreadable
     (out / paths.CAPTURE_FILE).write_text(json.dumps(capture, indent=2, sort_keys=True) + "\n")

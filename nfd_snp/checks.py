@@ -17,9 +17,11 @@ cause and is not itself counted as a blocker, so the admin is sent to the cause,
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+from nfd_snp import paths
 from nfd_snp.errors import ProgrammingError
 from nfd_snp.model import FirmwareState, Generation, HostFacts, Unreadable, zen_of
 from nfd_snp.reasons import Reason
@@ -625,6 +627,15 @@ def _asids_in_use(f: HostFacts, guest: Guest, shared: bool) -> Optional[int]:
     return snp if guest is SNP else max(0, joint - snp)
 
 
+def asids_in_use(f: HostFacts, guest: Guest) -> Optional[int]:
+    """ASIDs that running guests of type `guest` hold, as the asid.* checks count them
+    (the metrics show the same numbers); None when unknown."""
+    if guest is SEV:
+        return f.asids.sev_current
+    known = f.guest_asids(guest.value)
+    return None if known is None else _asids_in_use(f, guest, known.shared_es_snp)
+
+
 NO_LIBVIRT = "no libvirt on this host (KubeVirt runs libvirt in each VM's pod)"
 
 
@@ -675,6 +686,41 @@ def check_snp_firmware(f: HostFacts) -> Outcome:
         return passed(f"amd-sev-snp firmware: {names}")
     known = len(f.firmware.images)
     return failed(Reason.NO_SNP_FIRMWARE, f"none of {known} firmware descriptors lists amd-sev-snp")
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def check_hook_loaded(f: HostFacts) -> Outcome:
+    """Whether the running libvirt daemons have loaded nfd-snp's qemu hook.
+
+    Informational, a WARN concerning SEV-SNP: a daemon that has not loaded the hook still
+    starts SEV-SNP guests; what is missing is the hook's check of them (a domain that asks
+    for SEV-SNP is not refused when it cannot get it). A daemon looks for hooks when it
+    starts (sources/hook_loaded.py); /proc/stat's btime has a one-second resolution, and a
+    start within that second of the change counts as before it, erring toward a restart.
+    """
+    h = f.hook
+    hook = "/" + paths.LIBVIRT_QEMU_HOOK
+    if h.installed is None:
+        return from_unreadable(h.unreadable)
+    if not h.installed:
+        return skipped(f"no {hook} (the nfd-snp-libvirt package installs it)")
+    if not h.executable:
+        return warned(Reason.HOOK_NOT_EXECUTABLE, f"{hook} is not executable")
+    if h.daemons_unreadable is not None:
+        return from_unreadable(h.daemons_unreadable)
+    changed = f"the hook changed {_when(h.changed)}"
+    if not h.daemons:
+        return passed(f"no libvirt daemon runs; the next to start loads it ({changed})")
+    stale = [d for d in h.daemons if d.started < h.changed]
+    shown = ", ".join(
+        f"{d.name} (pid {d.pid}) started {_when(d.started)}" for d in stale or h.daemons
+    )
+    if stale:
+        return warned(Reason.HOOK_NOT_LOADED, f"{shown}, before {changed}")
+    return passed(f"{shown}, after {changed}")
 
 
 def check_cbit(f: HostFacts) -> Outcome:
@@ -763,6 +809,7 @@ CHECKS = (
     ("libvirt.sev_snp", "libvirt offers launchSecurity sev-snp", ONLY_SNP, check_libvirt_snp,
      "cpu.snp"),
     ("firmware.snp", "SEV-SNP guest firmware (OVMF)", ONLY_SNP, check_snp_firmware, "cpu.snp"),
+    ("libvirt.hook", "libvirt runs the nfd-snp hook", INFO, check_hook_loaded, "cpu.snp"),
     ("cpu.cbit", "C-bit position", INFO, check_cbit, "cpu.sme"),
     ("guests.running", "Running SEV/SNP guests", INFO, check_running_guests, "cpu.vendor"),
 )
@@ -848,7 +895,11 @@ def _causes(name: str) -> Tuple[Cause, ...]:
 
 
 # Informational checks whose WARN concerns a guest type (shown with its verdict).
-CONCERNS: Dict[str, Tuple[Guest, ...]] = {"psp.tcb": ONLY_SNP, "psp.alias_check": ONLY_SNP}
+CONCERNS: Dict[str, Tuple[Guest, ...]] = {
+    "psp.tcb": ONLY_SNP,
+    "psp.alias_check": ONLY_SNP,
+    "libvirt.hook": ONLY_SNP,
+}
 
 
 def build_tree(specs) -> Tuple[Check, ...]:

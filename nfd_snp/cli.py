@@ -2,7 +2,9 @@
 
 Exit statuses (DESIGN.md): 0 ok / SEV-SNP ready, 1 not ready, refused or not done, 2 usage
 or input error, 70 internal error (a bug: please report it). Errors are one line on stderr,
-with control characters escaped; a traceback only with -v, and only for bugs.
+with control characters escaped; a traceback only with -v, and only for bugs. Diagnostics go
+through `nfd_snp.log` (journald priorities under systemd, -v debug lines, -q errors only);
+stdout carries only what a command produces (a report, a feature file, XML, manifests).
 
 Options that are settings (`--host-root`, `--ttl`, `--libvirt`, ...) are built from
 `nfd_snp.config.SETTINGS`, and every value, from the command line, the environment or
@@ -19,7 +21,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from nfd_snp import __version__
+from nfd_snp import __version__, log
 from nfd_snp import config as settings
 from nfd_snp.errors import EXIT_INTERNAL_ERROR, NfdSnpError, printable
 
@@ -48,11 +50,6 @@ class State:
     verbose: int = 0
     quiet: bool = False
 
-    def info(self, message: str) -> None:
-        """A progress line on stderr with -v."""
-        if self.verbose and not self.quiet:
-            click.echo(f"nfd-snp: {printable(message)}", err=True)
-
 
 class NfdSnpGroup(click.Group):
     """Turns project errors into one stderr line and the documented exit code."""
@@ -63,7 +60,7 @@ class NfdSnpGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except NfdSnpError as exc:
-            click.echo(f"nfd-snp: error: {exc}", err=True)
+            log.error(str(exc))
             ctx.exit(exc.exit_code)
         except BrokenPipeError:
             ctx.exit(0)
@@ -71,17 +68,21 @@ class NfdSnpGroup(click.Group):
             state = ctx.find_object(State)
             if state is not None and state.verbose:
                 raise
-            click.echo(
-                f"nfd-snp: internal error: {type(exc).__name__}: {printable(exc)} "
-                "(run with -v for a traceback and report it)",
-                err=True,
+            log.critical(
+                f"{type(exc).__name__}: {printable(exc)} "
+                "(run with -v for a traceback and report it)"
             )
             ctx.exit(EXIT_INTERNAL_ERROR)
 
 
 @click.group(cls=NfdSnpGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More detail (repeat for debug logs).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Debug lines on stderr: what each source read, timings; tracebacks of bugs.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.version_option(__version__, prog_name="nfd-snp")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
@@ -95,6 +96,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     (a bug in nfd-snp: run again with -v and report the traceback).
     """
     ctx.obj = State(verbose=verbose, quiet=quiet)
+    log.configure(verbose, quiet)
 
 
 # -- settings as options ---------------------------------------------------------------
@@ -203,7 +205,7 @@ def check(ctx, sample, as_json, failures, **values):
     from nfd_snp.report import render_json, render_table
 
     config = probe_config(ctx, sample, values)
-    ctx.find_object(State).info(f"probing {config.host_root} (libvirt {config.libvirt})")
+    log.debug(f"probing {config.host_root} (libvirt {config.libvirt})")
     report = probe_report(config).report
     if as_json:
         click.echo(render_json(report), nl=False)
@@ -232,10 +234,8 @@ def capture(ctx, out, **values):
 
     config = probe_config(ctx, None, values)
     do_capture(out, config)
-    click.echo(
-        printable(
-            f"captured {config.host_root} into {out}; replay with: nfd-snp check --host-root {out}"
-        )
+    log.info(
+        f"captured {config.host_root} into {out}; replay with: nfd-snp check --host-root {out}"
     )
 
 
@@ -260,9 +260,9 @@ def features(ctx, sample, **values):
     if text is not None:
         click.echo(text, nl=False)
     elif result.written:
-        click.echo(printable(f"wrote {config.output} ({result.reason})"), err=True)
+        log.info(f"wrote {config.output} ({result.reason})")
     else:
-        click.echo(printable(f"{config.output} is up to date"), err=True)
+        log.info(f"{config.output} is up to date")
 
 
 class ServiceCommand(click.Command):
@@ -369,7 +369,7 @@ domain_options = stacked(
 def _node_facts(load_node, facts):
     node, warning = load_node(facts)
     if warning:
-        click.echo(f"nfd-snp: warning: {warning}", err=True)
+        log.warning(warning)
     return node
 
 
@@ -431,14 +431,21 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
     """
     from nfd_snp.domain.cli_support import convert, load_node
 
+    try:
+        import libvirt  # noqa: F401  (the package nfd-snp-libvirt brings it; nfd-snp does not)
+    except ImportError:
+        raise NfdSnpError(
+            "domain convert talks to libvirt through libvirt-python, which is not installed: "
+            "install nfd-snp-libvirt (or python3-libvirt)"
+        ) from None
     node = _node_facts(load_node, facts)
     result, warning = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
     if dry_run:
         click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
         if warning:
-            click.echo(f"nfd-snp: warning: {warning}", err=True)
+            log.warning(warning)
     else:
-        click.echo(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
+        log.info(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
 
 
 @cli.group()

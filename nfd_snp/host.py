@@ -1,10 +1,14 @@
 """Where the probe's bytes come from: a live host root or a captured snapshot.
 
 Plain files are read the same way in both (relative to the root). What is not a plain file
-(CPUID, MSRs, the /dev/sev ioctl, libvirt's domain capabilities) comes from the devices on a
-live host and from `nfd-snp-capture.json` in a snapshot. Both raise the same exceptions
-(`OSError` with an errno, `PspError`, `LibvirtError`, `NotCaptured`), so the sources in
-`nfd_snp.sources` parse and classify one way only.
+(CPUID, MSRs, the /dev/sev ioctl, libvirt's domain capabilities, a file's change time) comes
+from the devices on a live host and from `nfd-snp-capture.json` in a snapshot. Both raise
+the same exceptions (`OSError` with an errno, `PspError`, `LibvirtError`, `NotCaptured`), so
+the sources in `nfd_snp.sources` parse and classify one way only.
+
+One reader is not this module: psutil parses the process table itself, from `procfs()`
+(the root's proc directory, live or in a snapshot alike); the source that uses it reads the
+same files through `read` first, which bounds them and records them for `capture`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 from nfd_snp import paths, uapi
 from nfd_snp.errors import LibvirtError, NotCaptured, PspError, SnapshotError
@@ -45,6 +49,13 @@ def hexkey(number: int) -> str:
     return f"0x{number:08x}"
 
 
+class FileStat(NamedTuple):
+    """What `stat` tells of a file: its mode and when its inode last changed (ctime)."""
+
+    mode: int
+    ctime: float
+
+
 @dataclass
 class Recording:
     """Every input a live probe read, kept so `capture` can write a replayable snapshot."""
@@ -56,6 +67,7 @@ class Recording:
     psp: Dict[str, object] = field(default_factory=dict)
     kvm_attrs: Dict[str, object] = field(default_factory=dict)
     domcaps: object = NotCaptured  # str, None (no libvirt) or NotCaptured
+    stats: Dict[str, dict] = field(default_factory=dict)  # path -> {"mode", "ctime"}
     unreadable: Dict[str, dict] = field(default_factory=dict)
     present: Dict[str, bool] = field(default_factory=dict)  # path -> is a directory
 
@@ -80,12 +92,14 @@ class Host:
         *,
         truncate: bool = False,
         keep: Optional[Callable[[bytes], bool]] = None,
+        redact: Optional[Callable[[bytes], bytes]] = None,
     ) -> bytes:
         """Read a regular file, at most `limit` bytes.
 
         A longer file raises EFBIG unless `truncate` asks for its first `limit` bytes. Only
         regular files are read: a FIFO or device planted in a snapshot cannot block us.
-        `keep` decides whether a capture records the bytes (private process data).
+        `keep` decides whether a capture records the bytes (private process data), `redact`
+        what of them it records (the one line of a file that a source needs).
         """
         self._replay_unreadable("file:" + rel)
         fd = os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -107,7 +121,7 @@ class Host:
             if not truncate:
                 raise OSError(errno_mod.EFBIG, f"larger than {limit} bytes", str(self.path(rel)))
             data = data[:limit]
-        self._record_file(rel, data, keep)
+        self._record_file(rel, data if redact is None else redact(data), keep)
         return data
 
     def listdir(self, rel: str) -> list:
@@ -117,6 +131,15 @@ class Host:
 
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self.path(rel))
+
+    def stat(self, rel: str) -> FileStat:
+        """Mode and change time of a file (following a symlink, as libvirt does)."""
+        st = os.stat(self.path(rel))
+        return FileStat(st.st_mode, st.st_ctime)
+
+    def procfs(self) -> str:
+        """The proc directory under the root, for psutil (its PROCFS_PATH)."""
+        return str(self.path(paths.PROC))
 
     # -- hooks for subclasses --------------------------------------------------------
 
@@ -187,6 +210,17 @@ class LiveHost(Host):
         if present and self.recording is not None:
             self.recording.present[rel] = os.path.isdir(self.path(rel))
         return present
+
+    def stat(self, rel: str) -> FileStat:
+        try:
+            st = super().stat(rel)
+        except OSError as exc:
+            if exc.errno != errno_mod.ENOENT:
+                self._record_error("stat:" + rel, exc)
+            raise
+        if self.recording is not None:
+            self.recording.stats[rel] = st._asdict()
+        return st
 
     def _record_error(self, key: str, exc: BaseException) -> None:
         if self.recording is None:
@@ -346,6 +380,8 @@ class SnapshotHost(Host):
                 raise SnapshotError(f"{path}: '{key}' must be an object")
         if "domcaps" in data and not (data["domcaps"] is None or isinstance(data["domcaps"], str)):
             raise SnapshotError(f"{path}: 'domcaps' must be a string or null")
+        if "stat" in data and not isinstance(data["stat"], dict):
+            raise SnapshotError(f"{path}: 'stat' must be an object")
         for entry in data.get("unreadable", {}).values():
             if not isinstance(entry, dict):
                 raise SnapshotError(f"{path}: every 'unreadable' entry must be an object")
@@ -421,6 +457,22 @@ class SnapshotHost(Host):
             self._replay_unreadable("domcaps")
             raise NotCaptured("domcaps")
         return self.capture["domcaps"]
+
+    def stat(self, rel: str) -> FileStat:
+        """A file's recorded mode and change time: a copied file's own would be the copy's."""
+        entry = self.capture.get("stat", {}).get(rel)
+        if entry is None:
+            self._replay_unreadable("stat:" + rel)
+            if self.exists(rel):
+                raise NotCaptured(f"stat of {rel}")
+            raise FileNotFoundError(errno_mod.ENOENT, os.strerror(errno_mod.ENOENT), rel)
+        where = f"{self.path(paths.CAPTURE_FILE)}: stat[{rel!r}]"
+        mode, ctime = (entry.get(k) if isinstance(entry, dict) else None for k in FileStat._fields)
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode < 1 << 32:
+            raise SnapshotError(f"{where}: mode must be an unsigned integer")
+        if isinstance(ctime, bool) or not isinstance(ctime, (int, float)) or not 0 <= ctime < 1e11:
+            raise SnapshotError(f"{where}: ctime must be seconds since the epoch")
+        return FileStat(mode, float(ctime))
 
 
 def open_host(root: os.PathLike | str = "/", **live_options) -> Host:

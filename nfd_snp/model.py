@@ -466,6 +466,34 @@ class GuestFacts:
     unreadable: Optional[Unreadable] = None
 
 
+# -- the libvirt hook and the daemons that run it -----------------------------------------
+
+
+@dataclass(frozen=True)
+class LibvirtDaemon:
+    """A running libvirt daemon (virtqemud, or the monolithic libvirtd) owned by root."""
+
+    pid: int
+    name: str
+    started: float  # seconds since the epoch (psutil's create_time: /proc/stat btime + starttime)
+
+
+@dataclass(frozen=True)
+class HookFacts:
+    """nfd-snp's qemu hook file and the libvirt daemons that may have loaded it.
+
+    `installed` is None when the hook file could not be examined (`unreadable` says why);
+    `daemons_unreadable` says why the process table could not be read.
+    """
+
+    installed: Optional[bool]
+    changed: Optional[float] = None  # the file's ctime: rpm and `cp -p` keep an old mtime
+    executable: Optional[bool] = None
+    daemons: tuple = ()
+    unreadable: Optional[Unreadable] = None
+    daemons_unreadable: Optional[Unreadable] = None
+
+
 @dataclass(frozen=True)
 class HostFacts:
     """Everything one probe read from one host root."""
@@ -481,6 +509,7 @@ class HostFacts:
     domcaps: DomainCapsFacts
     firmware: FirmwareFacts
     guests: GuestFacts
+    hook: HookFacts = HookFacts(installed=None)
 
     @property
     def family(self) -> Optional[int]:

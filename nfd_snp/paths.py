@@ -16,6 +16,8 @@ KVM_DEVICE = "dev/kvm"
 PROC_CPUINFO = "proc/cpuinfo"
 KERNEL_RELEASE = "proc/sys/kernel/osrelease"
 PROC = "proc"
+# Its `btime` line dates the start of every process (proc(5), /proc/pid/stat starttime).
+PROC_STAT = "proc/stat"
 
 KVM_AMD_MODULE = "sys/module/kvm_amd"
 KVM_AMD_PARAMETERS = "sys/module/kvm_amd/parameters"
@@ -32,6 +34,11 @@ MISC_CGROUP_DIRS = ("sys/fs/cgroup", "sys/fs/cgroup/unified", "sys/fs/cgroup/mis
 # daemons, in the order libvirt's client tries them for qemu:///system.
 LIBVIRT_SOCKETS_RO = ("run/libvirt/virtqemud-sock-ro", "run/libvirt/libvirt-sock-ro")
 LIBVIRT_SOCKETS_RW = ("run/libvirt/virtqemud-sock", "run/libvirt/libvirt-sock")
+
+# nfd-snp's qemu hook, as the nfd-snp-libvirt package installs it. A libvirt daemon runs the
+# hooks of a driver only if it found one when it started (or on SIGHUP): libvirt's
+# src/util/virhook.c virHookInitialize, called at start-up, caches which drivers have any.
+LIBVIRT_QEMU_HOOK = "etc/libvirt/hooks/qemu.d/50-nfd-snp"
 
 # QEMU firmware descriptors (docs/interop/firmware.json): a file in /etc overrides a file
 # of the same name in /usr/share; the lexically first file name wins.

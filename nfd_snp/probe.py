@@ -1,16 +1,33 @@
 """One probe: read every source once from one host into `HostFacts`, and its report.
 
 `probe_report` is the one entry point of the commands: probe, then evaluate the checks.
+With -v each source logs one debug line: what it read (paths, registers, firmware commands,
+libvirt), what it could not read, and how long it took.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Optional
+import dataclasses
+import re
+import time
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 
+from nfd_snp import log
 from nfd_snp.errors import InputError
-from nfd_snp.host import Host, Recording, open_host
-from nfd_snp.model import HostFacts, TcbLayout
-from nfd_snp.sources import cgroup, cpuid, domcaps, firmware, guests, kernel, kvm, msr, psp
+from nfd_snp.host import KVM_ATTR_CAPTURE_KEYS, PSP_CAPTURE_KEYS, Host, Recording, hexkey, open_host
+from nfd_snp.model import HostFacts, TcbLayout, Unreadable
+from nfd_snp.sources import (
+    cgroup,
+    cpuid,
+    domcaps,
+    firmware,
+    guests,
+    hook_loaded,
+    kernel,
+    kvm,
+    msr,
+    psp,
+)
 
 if TYPE_CHECKING:
     from nfd_snp.checks import Report
@@ -18,25 +35,96 @@ if TYPE_CHECKING:
 
 
 def probe(host: Host) -> HostFacts:
-    cpu = cpuid.read(host)
-    kern = kernel.read(host)
+    read = _traced if log.enabled(log.DEBUG) else _untraced
+    cpu = read("cpuid", cpuid.read, host)
+    kern = read("kernel", kernel.read, host)
     # The TCB layout depends on the CPU family; without the CPUID device, cpuinfo tells it.
     family = cpu.family if cpu.family is not None else kern.family
-    kvm_facts = kvm.read(host)
+    layout = TcbLayout.for_family(family)
+    kvm_facts = read("kvm", kvm.read, host)
     snp_query = not psp.snp_status_has_side_effects(kern, kvm_facts)
     return HostFacts(
         root=str(host.root),
         snapshot=host.snapshot,
         cpu=cpu,
-        msr=msr.read(host),
+        msr=read("msr", msr.read, host),
         kernel=kern,
         kvm=kvm_facts,
-        psp=psp.read(host, TcbLayout.for_family(family), snp_query=snp_query),
-        asids=cgroup.read(host),
-        domcaps=domcaps.read(host),
-        firmware=firmware.read(host),
-        guests=guests.read(host),
+        psp=read("psp", lambda h: psp.read(h, layout, snp_query=snp_query), host),
+        asids=read("cgroup", cgroup.read, host),
+        domcaps=read("domcaps", domcaps.read, host),
+        firmware=read("firmware", firmware.read, host),
+        guests=read("guests", guests.read, host),
+        hook=read("hook", hook_loaded.read, host),
     )
+
+
+def _untraced(_name: str, read: Callable, host: Host):
+    return read(host)
+
+
+class _Trace:
+    """A host that notes what a source asks of it, for the source's debug line."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self.items: List[str] = []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._host, name)
+        describe = _DESCRIBE.get(name)
+        if describe is None:
+            return attr
+
+        def noted(*args, **kwargs):
+            self.items.append(describe(*args))
+            return attr(*args, **kwargs)
+
+        return noted
+
+
+def _path(rel: str, *_rest) -> str:
+    # One process's files stand for all: /proc/<pid>/cmdline is read once per process.
+    return re.sub(r"^proc/\d+/", "proc/<pid>/", rel)
+
+
+_DESCRIBE: Dict[str, Callable[..., str]] = {
+    "read": _path,
+    "listdir": lambda rel: rel + "/",
+    "exists": lambda rel: f"{_path(rel)} (exists?)",
+    "cpuid": lambda leaf: f"CPUID {hexkey(leaf)}",
+    "msr": lambda index: f"MSR {hexkey(index)}",
+    "psp_command": lambda command: PSP_CAPTURE_KEYS[command],
+    "kvm_attribute": lambda group, attr: KVM_ATTR_CAPTURE_KEYS[(group, attr)],
+    "domain_capabilities": lambda: "libvirt domain capabilities",
+    "stat": lambda rel: f"{rel} (stat)",
+    "procfs": lambda: "the process table (psutil)",
+}
+
+
+def _unreadables(value) -> List[Unreadable]:
+    if isinstance(value, Unreadable):
+        return [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [u for f in dataclasses.fields(value) for u in _unreadables(getattr(value, f.name))]
+    return []
+
+
+def _traced(name: str, read: Callable, host: Host):
+    trace = _Trace(host)
+    started = time.perf_counter()
+    facts = read(trace)
+    elapsed = 1000 * (time.perf_counter() - started)
+    counts: Dict[str, int] = {}
+    for item in trace.items:
+        counts[item] = counts.get(item, 0) + 1
+    what = ", ".join(f"{item} x{n}" if n > 1 else item for item, n in counts.items())
+    failed = "; ".join(f"{u.detail} ({u.reason.code})" for u in _unreadables(facts))
+    log.debug(
+        f"{name}: read {what or 'nothing'} in {elapsed:.1f} ms"
+        + (f"; unreadable: {failed}" if failed else "")
+    )
+    return facts
 
 
 class Probe(NamedTuple):
@@ -66,4 +154,7 @@ def probe_report(config: "Config", *, record: bool = False) -> Probe:
             raise InputError(f"{config.host_root} is a snapshot already; copy it instead")
         facts = probe(host)
         recording = host.recording if record else None
-    return Probe(evaluate(facts, require_libvirt=config.libvirt == "required"), recording)
+    started = time.perf_counter()
+    report = evaluate(facts, require_libvirt=config.libvirt == "required")
+    log.debug(f"checks evaluated in {1000 * (time.perf_counter() - started):.1f} ms")
+    return Probe(report, recording)

@@ -310,6 +310,25 @@ class Reason(enum.Enum):
         "support SEV-SNP: check the QEMU version and kvm_amd.sev_snp, then restart "
         "virtqemud/libvirtd (it caches QEMU's capabilities).",
     )
+    HOOK_NOT_LOADED = (
+        "hook-not-loaded",
+        "The libvirt daemon started before nfd-snp's hook was installed or replaced, and "
+        "libvirt looks for hooks only when it starts: run `systemctl try-restart virtqemud "
+        "libvirtd` (running guests keep running). Until then domains that ask for SEV-SNP "
+        "start unchecked.",
+    )
+    HOOK_NOT_EXECUTABLE = (
+        "hook-not-executable",
+        "libvirt skips a hook that is not executable: `chmod 0755 "
+        "/etc/libvirt/hooks/qemu.d/50-nfd-snp` (or reinstall nfd-snp-libvirt), then restart "
+        "virtqemud or libvirtd.",
+    )
+    PROCESSES_UNREADABLE = (
+        "processes-unreadable",
+        "The process table could not be read: give nfd-snp the host's /proc (in a container, "
+        "mount it at <host-root>/proc), or capture the snapshot again with this version.",
+        True,
+    )
     NO_SNP_FIRMWARE = (
         "no-snp-firmware",
         "No QEMU firmware descriptor lists 'amd-sev-snp': install an OVMF build for SEV-SNP "

@@ -3,7 +3,9 @@
 Each cycle probes once and derives every output from that one report: the NFD feature file
 (rewritten only when labels/features change or the expiry needs renewal), the hooks' facts
 cache (only when it changes) and, optionally, a Prometheus textfile. A change is logged in
-one line; an unchanged cycle logs nothing.
+one line, at a journald priority (`nfd_snp.log`): errors at err, a guest type that stops
+being ready at warning, readiness changes at notice, label changes at info; an unchanged
+cycle logs nothing but its debug line (-v).
 
 Stale-label bound: while the service runs, the expiry stays between ttl/2 and ttl ahead
 (it is renewed once less than half is left). When the service dies, its labels therefore
@@ -16,16 +18,16 @@ import datetime
 import fcntl
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from nfd_snp import facts_cache, nfd, probe
 from nfd_snp.atomic import make_directories, remove_stale_temps, write_atomic
-from nfd_snp.checks import Report
+from nfd_snp.checks import Readiness, Report
 from nfd_snp.config import Config
 from nfd_snp.errors import AlreadyRunningError, NfdSnpError, WriteError, printable
+from nfd_snp.log import DEBUG, ERR, INFO, NOTICE, WARNING, emit
 from nfd_snp.signals import SignalFlags
 
 Clock = Callable[[], float]
@@ -39,6 +41,7 @@ def _utc(seconds: float) -> datetime.datetime:
 class FeatureWrite:
     written: bool
     reason: str  # "changed", "renewal", "first" or "unchanged"
+    expiry: datetime.datetime  # when the labels in the file expire
 
 
 def write_features(path: str, pub: nfd.Publication, now: float, ttl: float) -> FeatureWrite:
@@ -56,12 +59,13 @@ def write_features(path: str, pub: nfd.Publication, now: float, ttl: float) -> F
         expiry, old_body = nfd.parse_written(existing)
         if expiry is not None and old_body == body:
             if (expiry - _utc(now)).total_seconds() >= ttl / 2:
-                return FeatureWrite(False, "unchanged")
+                return FeatureWrite(False, "unchanged", expiry)
             reason = "renewal"
         else:
             reason = "changed"
-    write_atomic(path, nfd.render(pub, _utc(now + ttl)).encode(), 0o644)
-    return FeatureWrite(True, reason)
+    expiry = _utc(now + ttl)
+    write_atomic(path, nfd.render(pub, expiry).encode(), 0o644)
+    return FeatureWrite(True, reason, expiry)
 
 
 def _describe_change(old: Optional[nfd.Publication], new: nfd.Publication) -> Optional[str]:
@@ -91,8 +95,12 @@ def _verdict_line(report: Report) -> str:
     return "; ".join(parts)
 
 
-def _log_to_stderr(line: str) -> None:
-    print(f"nfd-snp: {line}", file=sys.stderr, flush=True)
+def _lost(old: Optional[Report], new: Report) -> bool:
+    """Whether a guest type that was ready is no longer (worth a warning in the journal)."""
+    if old is None:
+        return False
+    was = {v.guest for v in old.verdicts if v.ready is Readiness.YES}
+    return any(v.ready is not Readiness.YES for v in new.verdicts if v.guest in was)
 
 
 def lock_path(config: Config) -> str:
@@ -155,7 +163,7 @@ class Service:
         config: Config,
         *,
         clock: Clock = time.time,
-        log: Callable[[str], None] = _log_to_stderr,
+        log: Callable[[int, str], None] = emit,
         reload: Optional[Callable[[], Config]] = None,
         signals: Optional[SignalFlags] = None,
     ) -> None:
@@ -165,16 +173,19 @@ class Service:
         self.reload = reload
         self.signals = signals
         self.published: Optional[nfd.Publication] = None
+        self.report: Optional[Report] = None
         self.verdicts: Optional[str] = None
         self.last_error: Optional[str] = None
 
-    def log(self, line: str) -> None:
-        """One line; host strings in it (model names, paths, errors) are escaped."""
-        self._log(printable(line))
+    def log(self, line: str, priority: int = INFO) -> None:
+        """One line at a syslog priority; host strings in it (model names, paths, errors)
+        are escaped."""
+        self._log(priority, printable(line))
 
     def cycle(self) -> Optional[FeatureWrite]:
         """Probe and write what changed. Errors are logged once, not per cycle."""
         now = self.clock()
+        started = time.perf_counter()
         try:
             report = probe.probe_report(self.config).report
             pub = nfd.publication(report)
@@ -185,23 +196,30 @@ class Service:
             if self.config.metrics_textfile:
                 from nfd_snp import metrics
 
-                metrics.write_textfile(self.config.metrics_textfile, report, now)
+                metrics.write_textfile(
+                    self.config.metrics_textfile, report, now, result.expiry.timestamp()
+                )
         except NfdSnpError as exc:
             if str(exc) != self.last_error:
-                self.log(f"error: {exc}")
+                self.log(str(exc), ERR)
                 self.last_error = str(exc)
             return None
         if self.last_error is not None:
-            self.log("recovered")
+            self.log("recovered", NOTICE)
             self.last_error = None
         verdicts = _verdict_line(report)
         if verdicts != self.verdicts:
-            self.log(f"readiness: {verdicts}")
+            self.log(f"readiness: {verdicts}", WARNING if _lost(self.report, report) else NOTICE)
             self.verdicts = verdicts
         change = _describe_change(self.published, pub)
         if change:
             self.log(change)
-        self.published = pub
+        self.published, self.report = pub, report
+        self.log(
+            f"cycle: feature file {result.reason}, labels expire {nfd.rfc3339(result.expiry)}, "
+            f"{1000 * (time.perf_counter() - started):.1f} ms",
+            DEBUG,
+        )
         return result
 
     # -- the loop --------------------------------------------------------------------
@@ -210,8 +228,9 @@ class Service:
         why = facts_cache.directory_untrusted_because(self.config.facts_cache)
         if why:
             self.log(
-                f"warning: the libvirt hook will not trust {self.config.facts_cache} ({why}); "
-                "SEV-SNP domains will be refused"
+                f"the libvirt hook will not trust {self.config.facts_cache} ({why}); "
+                "SEV-SNP domains will be refused",
+                WARNING,
             )
 
     def _sweep(self) -> None:
@@ -226,10 +245,13 @@ class Service:
         try:
             config = self.reload()
         except NfdSnpError as exc:
-            self.log(f"reload failed, keeping the running configuration: {exc}")
+            self.log(f"reload failed, keeping the running configuration: {exc}", ERR)
             return
         if config != self.config:
-            self.log(f"configuration reloaded: every {config.interval:g} s -> {config.output}")
+            self.log(
+                f"configuration reloaded: every {config.interval:g} s -> {config.output}",
+                NOTICE,
+            )
             self.config = config
             self._warn_untrusted_facts()
 

@@ -20,8 +20,11 @@ sudo=""
 packages="python3 python3-venv python3-dev gcc pkg-config libvirt-dev"
 if [ "$test_deps" = 1 ]; then
   packages="$packages libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ca-certificates debootstrap"
-  # RPM build and checks; the %check section runs unit tests with the distribution's python3
-  packages="$packages rpm rpmlint cpio make git python3-pytest python3-hypothesis python3-lxml python3-click python3-psutil"
+  # `make rpm`: the wheel is built and installed with the distribution's python3 and pip, and
+  # %check runs the test suite with the distribution's packages (the spec's BuildRequires).
+  packages="$packages rpm rpmlint cpio make git python3-pip python3-setuptools python3-wheel"
+  packages="$packages python3-pytest python3-hypothesis python3-lxml python3-click python3-psutil"
+  packages="$packages python3-yaml python3-jsonschema python3-jsonpatch python3-prometheus-client python3-libvirt"
 fi
 missing=""
 for p in $packages; do
@@ -37,8 +40,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-extra=""
-[ "$test_deps" = 1 ] && extra="[test]"
+extra="[libvirt]"
+[ "$test_deps" = 1 ] && extra="[libvirt,test]"
 echo "setup: installing nfd-snp$extra into .venv"
 # compat mode: a plain path entry, not an import-hook finder that slows every start
 .venv/bin/python -m pip install -q --disable-pip-version-check \

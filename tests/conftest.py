@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,42 @@ def need(condition: bool, why: str) -> None:
         if IN_CI:
             pytest.fail(f"required in CI: {why}")
         pytest.skip(why)
+
+
+def _nfd_snp_command() -> list:
+    """The `nfd-snp` under test: $NFD_SNP (the RPM's %check names the entry point it built),
+    else the console script next to this Python (a virtualenv), else this Python running the
+    package it imports."""
+    if os.environ.get("NFD_SNP"):
+        return [os.environ["NFD_SNP"]]
+    script = Path(sys.executable).with_name("nfd-snp")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nfd_snp"]
+
+
+NFD_SNP = _nfd_snp_command()
+
+
+def cli_runner():
+    """A CliRunner whose result keeps stdout and stderr apart (click 8.2 always does; 8.1,
+    as Debian 12 and EL9 ship it, when asked)."""
+    from click.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+# Fixtures that bring a real component, and the marker saying so: `-m "not libvirtd and not
+# network"` selects what runs on a build host without them (the RPM's %check).
+FIXTURE_MARKERS = {"libvirtd": "libvirtd", "trixie_root": "network", "trixie_chroot": "network"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
 
 
 @pytest.fixture

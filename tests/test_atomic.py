@@ -55,7 +55,7 @@ def test_modes_do_not_follow_the_umask(tmp_path, umask):
     )
     old = os.umask(umask)
     try:
-        assert Service(config, log=lambda line: None).cycle().written
+        assert Service(config, log=lambda _priority, line: None).cycle().written
     finally:
         os.umask(old)
     for path in (config.output, config.facts_cache, config.metrics_textfile):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from nfd_snp.cli import cli
-from tests.conftest import REPO
+from tests.conftest import NFD_SNP, REPO
 
 SCHEMA_KEYS = {"schema", "version", "host_root", "snapshot", "checks", "verdicts", "facts"}
 CHECK_KEYS = {
@@ -201,6 +200,7 @@ def test_every_error_is_one_printable_line(message, monkeypatch):
 
 
 def test_domain_name_with_a_newline_is_escaped():
+    pytest.importorskip("libvirt")  # libvirt-python: its test:///default driver, no daemon
     result = CliRunner().invoke(
         cli, ["domain", "convert", "evil\nname\x1b[31m", "-c", "test:///default", "--dry-run"]
     )
@@ -228,9 +228,8 @@ def test_help_explains(args):
 
 def test_check_on_this_host_as_a_subprocess():
     """The real console script on this machine: a report, no traceback, exit 0 or 1."""
-    exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
     proc = subprocess.run(
-        [exe, "check", "--libvirt", "off"], capture_output=True, text=True, timeout=60
+        [*NFD_SNP, "check", "--libvirt", "off"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode in (0, 1)
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -279,3 +278,30 @@ def test_commands_probe_through_one_entry_point(args, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
     assert result.exit_code == 70 and "RuntimeError: probed" in result.output
     assert len(seen) == 1 and seen[0][1] == ({"record": True} if args[0] == "capture" else {})
+
+
+def test_convert_without_libvirt_python_names_the_package(monkeypatch):
+    """nfd-snp does not require libvirt (KubeVirt nodes have none); nfd-snp-libvirt does."""
+    monkeypatch.setitem(sys.modules, "libvirt", None)  # import fails
+    result = CliRunner().invoke(cli, ["domain", "convert", "web", "--facts", "none"])
+    assert result.exit_code == 1
+    assert "install nfd-snp-libvirt" in result.output and "Traceback" not in result.output
+
+
+def test_the_version_is_written_once():
+    """nfd_snp/__init__.py says it; setup.cfg, the installed metadata and make rpm read it."""
+    import configparser
+    import importlib.metadata
+    import shutil
+
+    from nfd_snp import __version__
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    assert setup["metadata"]["version"] == "attr: nfd_snp.__version__"
+    assert importlib.metadata.version("nfd-snp") == __version__
+    if shutil.which("make"):
+        made = subprocess.run(["make", "-s", "version"], cwd=REPO, capture_output=True, text=True)
+        assert made.stdout == f"{__version__}\n"
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.output == f"nfd-snp, version {__version__}\n"

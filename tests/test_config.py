@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +12,7 @@ from click.testing import CliRunner
 from nfd_snp import config as config_mod
 from nfd_snp.cli import cli
 from nfd_snp.errors import InputError
-from tests.conftest import SAMPLES
+from tests.conftest import NFD_SNP, SAMPLES
 
 GENOA = str(SAMPLES / "genoa-snp-ready")
 
@@ -132,9 +131,8 @@ def test_ttl_bounds_are_the_facts_cache_validity_bounds():
 def test_shared_options_are_one_definition(command):
     """--host-root, --libvirt and --libvirt-timeout read the same in every command's help."""
     # `run` installs its signal handlers as it parses: its help runs in a child process.
-    exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
     proc = subprocess.run(
-        [exe, command, "--help"],
+        [*NFD_SNP, command, "--help"],
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "200"},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import textwrap
 import uuid
 
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 
 from nfd_snp.cli import cli
 from nfd_snp import xmlio
-from tests.conftest import REPO, need
+from tests.conftest import NFD_SNP, REPO, need
 
 OWN = REPO / "tests" / "data" / "domains"
 
@@ -266,10 +265,9 @@ def test_unusable_default_facts_cache_only_warns(tmp_path, monkeypatch):
 
 
 def test_rewrite_filter_end_to_end(tmp_path):
-    exe = str(__import__("pathlib").Path(sys.executable).with_name("nfd-snp"))
     data = (OWN / "plain-virtio.xml").read_bytes()
     proc = subprocess.run(
-        [exe, "domain", "rewrite", "--facts", "none", "--option", "vcek=yes"],
+        [*NFD_SNP, "domain", "rewrite", "--facts", "none", "--option", "vcek=yes"],
         input=data,
         capture_output=True,
         timeout=60,
@@ -278,7 +276,7 @@ def test_rewrite_filter_end_to_end(tmp_path):
     root = xmlio.parse(proc.stdout)
     assert root.find("launchSecurity").get("vcek") == "yes"
     again = subprocess.run(
-        [exe, "domain", "rewrite", "--facts", "none"],
+        [*NFD_SNP, "domain", "rewrite", "--facts", "none"],
         input=proc.stdout,
         capture_output=True,
         timeout=60,

@@ -43,12 +43,13 @@ FEATURES_DIR = os.path.dirname(DEFAULT_OUTPUT)
 FACTS = Config().facts_cache
 SNP_LABEL = "sev-snp.node.kubevirt.io/enabled"
 # Host paths the probe reads only where a host libvirt runs; a KubeVirt node has none (its
-# VMs' virt-launcher pods bring their own libvirt, QEMU and firmware), and the DaemonSet
-# does not show them to the probe.
+# VMs' virt-launcher pods bring their own libvirt, QEMU and firmware, and no nfd-snp hook),
+# and the DaemonSet does not show them to the probe.
 LIBVIRT_ONLY = (
     *paths.LIBVIRT_SOCKETS_RO,
     *paths.LIBVIRT_SOCKETS_RW,
     *paths.FIRMWARE_DESCRIPTOR_DIRS,
+    paths.LIBVIRT_QEMU_HOOK,
 )
 
 

@@ -283,7 +283,8 @@ EXTERNAL = (
 @pytest.mark.parametrize(
     "data, message",
     [
-        (LAUGHS, "DOCTYPE"),
+        # libxml2 2.9 (Debian 12, EL9) stops at the entity loop before lxml sees the DOCTYPE
+        (LAUGHS, "DOCTYPE|entity reference loop"),
         (EXTERNAL, "DOCTYPE"),
         (b"<domain>" + b" " * (50 * 1024 * 1024) + b"</domain>", "bytes is more than"),
         (b"<domain>" + b"<a>" * 300 + b"</a>" * 300 + b"</domain>", "deeper than|not well-formed"),

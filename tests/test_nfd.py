@@ -16,6 +16,7 @@ from nfd_snp import nfd
 from nfd_snp.checks import evaluate
 from nfd_snp.cli import cli
 from nfd_snp.config import Config
+from nfd_snp.log import DEBUG
 from nfd_snp.service import Service
 from tests import nfdlocal
 from tests.conftest import REPO, SAMPLES, probe_root
@@ -148,7 +149,12 @@ def _service(tmp_path, root, clock, ttl=600, interval=60):
         libvirt="off",
     )
     lines = []
-    return Service(config, clock=clock, log=lines.append), lines
+
+    def log(priority, line):
+        if priority != DEBUG:  # the per-cycle debug line (-v)
+            lines.append(line)
+
+    return Service(config, clock=clock, log=log), lines
 
 
 def test_500_cycles_write_once_plus_renewals(tmp_path, snapshot):
@@ -208,6 +214,30 @@ def test_losing_and_regaining_snp_changes_labels_next_cycle(tmp_path, snapshot):
     clock.now += 60
     service.cycle()
     assert "sev-snp.node.kubevirt.io/enabled" in nfdlocal.parse_dir(labels_dir, now)[0]
+
+
+def test_losing_snp_is_a_warning_and_regaining_it_a_notice(tmp_path, snapshot):
+    """`journalctl -p warning -u nfd-snp` shows the node losing a guest type."""
+    from nfd_snp.log import NOTICE, WARNING
+
+    root = snapshot(base="genoa-snp-ready")
+    clock = FakeClock()
+    service, _ = _service(tmp_path, root, clock)
+    entries = []
+    service._log = lambda priority, line: entries.append((priority, line))
+    service.cycle()
+    assert (NOTICE, "readiness: SEV yes; SEV-ES yes; SEV-SNP yes") in entries
+    param = root / "sys/module/kvm_amd/parameters/sev_snp"
+    for value, priority in (("N", WARNING), ("Y", NOTICE)):
+        entries.clear()
+        param.write_text(value + "\n")
+        clock.now += 60
+        service.cycle()
+        readiness = [e for e in entries if e[1].startswith("readiness: ")]
+        assert [p for p, _line in readiness] == [priority], entries
+        assert any(
+            p == DEBUG and line.startswith("cycle: feature file changed") for p, line in entries
+        )
 
 
 def test_killed_between_write_and_rename_leaves_nfd_a_whole_file(tmp_path):
@@ -310,9 +340,15 @@ def test_metrics_textfile_needs_no_client_library(tmp_path, snapshot, monkeypatc
     }
     assert samples[("nfd_snp_readiness", (("guest", "sev"), ("state", "ready")))] == 1
     assert samples[("nfd_snp_readiness", (("guest", "sev-snp"), ("state", "not_ready")))] == 1
-    assert samples[("nfd_snp_asids", (("kind", "sev"),))] == 509
-    assert samples[("nfd_snp_asids_used", (("kind", "sev"),))] == 2
-    assert samples[("nfd_snp_firmware_info", (("sev_api_version", "0.24"),))] == 1
+    assert samples[("nfd_snp_asids_capacity", (("guest", "sev"),))] == 509
+    assert samples[("nfd_snp_asids_used", (("guest", "sev"),))] == 2
+    firmware = (("api_version", "0.24"), ("build_id", "15"))
+    assert samples[("nfd_snp_firmware_info", firmware)] == 1
+    check = (("check", "cpu.snp"), ("status", "fail"))
+    assert samples[("nfd_snp_check_status", check)] == 1
+    # the labels' expiry, as written in the feature file
+    expiry, _ = nfd.parse_written(open(service.config.output).read())
+    assert samples[("nfd_snp_labels_expiry_timestamp_seconds", ())] == expiry.timestamp()
 
 
 def test_service_probes_through_the_one_entry_point(tmp_path, monkeypatch):

@@ -6,11 +6,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
-from tests.conftest import SAMPLES
+from tests.conftest import NFD_SNP, SAMPLES
 
 
 def _wait_for(predicate, timeout=10.0):
@@ -22,11 +21,15 @@ def _wait_for(predicate, timeout=10.0):
     return False
 
 
-def _start(args, tmp_path, env=None):
-    exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
+def _start(args, tmp_path, env=None, journal=False):
+    """`nfd-snp run` with stdout and stderr in a log file; `journal`: announced to it as the
+    journal stream, as systemd does ($JOURNAL_STREAM, the file's device and inode)."""
     log = open(tmp_path / f"run{len(list(tmp_path.glob('run*.log')))}.log", "w+")
+    if journal:
+        st = os.fstat(log.fileno())
+        env = {**(env or os.environ), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
     proc = subprocess.Popen(
-        [exe, "run", *args],
+        [*NFD_SNP, "run", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -145,9 +148,8 @@ def test_malformed_setting_never_reaches_the_loop(tmp_path, conf, args, message)
     for name, path in (("output", "f"), ("facts-cache", "fc.json")):
         if f"{name} =" not in conf and f"--{name}" not in args:
             base += [f"--{name}", str(tmp_path / path)]
-    exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
     proc = subprocess.run(
-        [exe, "run", "--config", "c.conf", *base, *args],
+        [*NFD_SNP, "run", "--config", "c.conf", *base, *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -244,9 +246,8 @@ def test_second_instance_exits_with_a_clear_message(tmp_path):
     first, log = _start(_args(tmp_path, "--interval", "1", "--ttl", "60"), tmp_path)
     try:
         assert _wait_for((tmp_path / "features.d" / "nfd-snp").exists)
-        exe = os.path.join(os.path.dirname(sys.executable), "nfd-snp")
         second = subprocess.run(
-            [exe, "run", *_args(tmp_path)], capture_output=True, text=True, timeout=30
+            [*NFD_SNP, "run", *_args(tmp_path)], capture_output=True, text=True, timeout=30
         )
         assert second.returncode == 1
         lock = tmp_path / "run" / "facts.json.lock"
@@ -299,6 +300,7 @@ def test_required_libvirt_on_a_node_without_it(snapshot):
 
 def test_hung_libvirt_times_out(tmp_path):
     """A daemon socket that accepts and never answers: UNKNOWN after the timeout, no hang."""
+    pytest.importorskip("libvirt")  # the client whose timeout this is
     from nfd_snp import libvirtconn
     from nfd_snp.host import LiveHost
     from nfd_snp.reasons import Reason

@@ -1,0 +1,206 @@
+"""The Prometheus textfile: well-formed, named one way, the same numbers as the NFD labels
+and features on every real and sample host, and the example alert rules in deploy/ ask only
+for series the textfile really has."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nfd_snp import metrics, nfd
+from nfd_snp.checks import Guest, Readiness, Status, evaluate
+from tests.conftest import REPO, SAMPLES, probe_root
+
+parser = pytest.importorskip("prometheus_client.parser")
+yaml = pytest.importorskip("yaml")
+
+HOSTS = sorted((REPO / "tests" / "data" / "hosts").iterdir()) + sorted(
+    p for p in SAMPLES.iterdir() if p.is_dir()
+)
+RULES = REPO / "deploy" / "prometheus" / "nfd-snp-rules.yaml"
+NOW, EXPIRY = 1.8e9, 1.8e9 + 600
+
+
+def samples_of(text: str) -> dict:
+    """{(name, ((label, value), ...)): value} through prometheus_client's own parser."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in parser.text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+@pytest.fixture(scope="module", params=HOSTS, ids=[p.name for p in HOSTS])
+def host(request):
+    report = evaluate(probe_root(request.param))
+    text = metrics.render(report, NOW, EXPIRY)
+    return report, text, samples_of(text)
+
+
+def test_every_family_is_a_documented_gauge_named_by_practice(host):
+    _, text, samples = host
+    names = {name for name, _ in samples}
+    for name in names:
+        assert re.fullmatch(r"nfd_snp_[a-z_]+", name)
+        assert f"# HELP {name} " in text and f"# TYPE {name} gauge" in text
+        assert not name.endswith("_total")  # counters only
+    timestamps = [n for n in names if "timestamp" in n]
+    assert all(n.endswith("_timestamp_seconds") for n in timestamps)
+    for (_name, labels), _v in samples.items():
+        keys = dict(labels)
+        assert "kind" not in keys  # one name for the guest type: guest
+        if "guest" in keys:
+            assert keys["guest"] in {g.value for g in Guest}
+    assert value(samples, "nfd_snp_last_probe_timestamp_seconds") == NOW
+    assert value(samples, "nfd_snp_labels_expiry_timestamp_seconds") == EXPIRY
+
+
+def test_readiness_is_the_enabled_label(host):
+    report, _, samples = host
+    labels = dict(nfd.publication(report).labels)
+    for guest in Guest:
+        states = {
+            state: value(samples, "nfd_snp_readiness", guest=guest.value, state=state)
+            for state in metrics.READINESS_STATES.values()
+        }
+        assert sorted(states.values()) == [0, 0, 1]  # a state set: exactly one is current
+        ready = states["ready"] == 1
+        assert ready == (labels.get(nfd.ENABLED[guest]) == "true")
+        assert ready == (report.verdict(guest).ready is Readiness.YES)
+
+
+def test_check_status_is_the_report(host):
+    report, _, samples = host
+    for result in report.results:
+        current = [
+            status
+            for status in Status
+            if value(
+                samples,
+                "nfd_snp_check_status",
+                check=result.check.name,
+                status=status.value.lower(),
+            )
+            == 1
+        ]
+        assert current == [result.outcome.status], result.check.name
+
+
+def test_asids_are_the_features_and_the_checks(host):
+    report, _, samples = host
+    features = dict(nfd.publication(report).features)
+    for guest in Guest:
+        capacity = value(samples, "nfd_snp_asids_capacity", guest=guest.value)
+        feature = features.get(f"{guest.value}.node.kubevirt.io/asids")
+        assert capacity == (None if feature is None else int(feature))
+    by_name = {r.check.name: r.outcome.detail for r in report.results}
+    for check, guest in (("asid.sev_es", "sev-es"), ("asid.snp", "sev-snp")):
+        used = value(samples, "nfd_snp_asids_used", guest=guest)
+        if used is not None and f"{int(used)} in use" not in by_name[check]:
+            # the check names use only when it could read the capacity too
+            assert "in use" not in by_name[check], (check, by_name[check])
+
+
+def test_firmware_info_is_the_snp_labels(host):
+    report, _, samples = host
+    labels = dict(nfd.publication(report).labels)
+    info = [dict(lbls) for (name, lbls), _v in samples.items() if name == "nfd_snp_firmware_info"]
+    if report.facts.psp.snp is None and report.facts.psp.sev is None:
+        assert info == []
+        return
+    (firmware,) = info
+    if nfd.ENABLED[Guest.SEV_SNP] in labels:
+        for key in ("api-version", "build-id", "tcb-bootloader", "tcb-tee", "tcb-snp"):
+            assert firmware[key.replace("-", "_")] == labels[nfd.SNP_NS + key]
+
+
+def test_ciphertext_hiding_splits_use_by_the_running_guests():
+    report = evaluate(probe_root(REPO / "tests/data/hosts/genoa-ciphertext-hiding-split-6.19"))
+    samples = samples_of(metrics.render(report, NOW))
+    snp = value(samples, "nfd_snp_asids_used", guest="sev-snp")
+    es = value(samples, "nfd_snp_asids_used", guest="sev-es")
+    assert snp == len(report.facts.guests.snp_pids) and snp > 0
+    assert snp + es == report.facts.asids.sev_es_current
+    assert value(samples, "nfd_snp_labels_expiry_timestamp_seconds") is None  # not given
+
+
+# -- the example alert rules ----------------------------------------------------------------
+
+SELECTOR = re.compile(r"\b(nfd_snp_[a-z_]+)\b(?:\{([^}]*)\})?")
+MATCHER = re.compile(r"""(\w+)\s*(=~|!~|!=|=)\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+@pytest.fixture(scope="module")
+def rules():
+    data = yaml.safe_load(RULES.read_text())
+    assert list(data) == ["groups"]
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def every_series():
+    """Every series the textfile has on some host: {name: [labels, ...]}."""
+    found: dict = {}
+    for root in HOSTS:
+        text = metrics.render(evaluate(probe_root(root)), NOW, EXPIRY)
+        for name, labels in samples_of(text):
+            found.setdefault(name, []).append(dict(labels))
+    return found
+
+
+def test_rules_are_complete_alerts(rules):
+    names = {rule["alert"] for rule in rules}
+    assert {
+        "NfdSnpNotRefreshing",
+        "NfdSnpLabelsExpiring",
+        "NfdSnpLostSevSnp",
+        "NfdSnpAsidsNearlyFull",
+        "NfdSnpHookNotLoaded",
+    } <= names
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert re.fullmatch(r"\d+[smhd]", rule.get("for", "0s"))
+        assert rule["expr"].count("(") == rule["expr"].count(")")
+
+
+def _selectors(rule):
+    texts = [rule["expr"], *rule["annotations"].values()]
+    return [m for text in texts for m in SELECTOR.finditer(text)]
+
+
+def test_rules_name_series_the_textfile_has(rules, every_series):
+    for rule in rules:
+        selectors = _selectors(rule)
+        assert selectors, rule["alert"]
+        for match in selectors:
+            name, matchers = match.group(1), match.group(2) or ""
+            assert name in every_series, (rule["alert"], name)
+            for label, op, dq, sq in MATCHER.findall(matchers):
+                wanted = dq or sq
+                if label == "instance":  # added by Prometheus at scrape time
+                    continue
+                values = {s.get(label) for s in every_series[name]}
+                assert values - {None}, (rule["alert"], name, label)
+                if op == "=":
+                    assert wanted in values, (rule["alert"], name, label, wanted)
+                elif op == "=~":
+                    assert all(
+                        any(re.fullmatch(part, v or "") for v in values)
+                        for part in wanted.split("|")
+                    ), (rule["alert"], name, label, wanted)
+
+
+def test_the_lost_snp_rule_tells_ready_from_not_ready(rules):
+    """The rule's selector is 1 on an SNP-ready sample and 0 on one without SNP."""
+    (rule,) = [r for r in rules if r["alert"] == "NfdSnpLostSevSnp"]
+    assert 'nfd_snp_readiness{guest="sev-snp",state="ready"} == 0' in rule["expr"]
+    for sample, expected in (("genoa-snp-ready", 1), ("milan-snp-off", 0)):
+        samples = samples_of(metrics.render(evaluate(probe_root(SAMPLES / sample)), NOW))
+        assert value(samples, "nfd_snp_readiness", guest="sev-snp", state="ready") == expected
