@@ -130,3 +130,16 @@ def libvirtd():
     )
     need(result.returncode == 0, f"libvirtd did not start: {result.stderr.strip()}")
     return "qemu:///system"
+
+
+def built_chroot(release: str):
+    """A Debian chroot built (once, cached in .cache/) by scripts/make-<release>-chroot.sh."""
+    need(os.geteuid() == 0, "building and entering a chroot needs root")
+    root = REPO / ".cache" / f"{release}-chroot"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / f"make-{release}-chroot.sh"), str(root)],
+        capture_output=True,
+        text=True,
+    )
+    need(proc.returncode == 0, f"cannot build the {release} chroot: {proc.stderr[-400:]}")
+    return root

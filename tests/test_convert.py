@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from nfd_snp.cli import cli
 from nfd_snp import xmlio
-from tests.conftest import NFD_SNP, REPO, need
+from tests.conftest import NFD_SNP, REPO, built_chroot
 
 OWN = REPO / "tests" / "data" / "domains"
 
@@ -22,17 +22,7 @@ OWN = REPO / "tests" / "data" / "domains"
 @pytest.fixture(scope="session")
 def trixie_chroot():
     """A trixie chroot with libvirt 11.3's Python bindings (built once, cached)."""
-    import os
-
-    need(os.geteuid() == 0, "building and entering a chroot needs root")
-    root = REPO / ".cache" / "trixie-chroot"
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "make-trixie-chroot.sh"), str(root)],
-        capture_output=True,
-        text=True,
-    )
-    need(proc.returncode == 0, f"cannot build the trixie chroot: {proc.stderr[-400:]}")
-    return root
+    return built_chroot("trixie")
 
 
 def run_in_chroot(root, script: str, *files):

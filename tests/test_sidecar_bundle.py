@@ -6,7 +6,6 @@ the engine's output under this project's Python with lxml, for every domain we h
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from nfd_snp import sidecar_bundle
 from nfd_snp import xmlio
 from nfd_snp.errors import ProgrammingError
-from tests.conftest import REPO, SHARED, need
+from tests.conftest import REPO, SHARED, built_chroot
 
 HOST_DATA = "aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg="
 SNP_DOMAIN = REPO / "tests" / "data" / "kubevirt" / "kubevirt-snp.xml"
@@ -125,15 +124,7 @@ def bare_python(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bullseye():
     """Debian bullseye with python3 = 3.9 and nothing else (scripts/make-bullseye-chroot.sh)."""
-    need(os.geteuid() == 0, "building and entering a chroot needs root")
-    root = REPO / ".cache" / "bullseye-chroot"
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "make-bullseye-chroot.sh"), str(root)],
-        capture_output=True,
-        text=True,
-    )
-    need(proc.returncode == 0, f"cannot build the bullseye chroot: {proc.stderr[-400:]}")
-    return root
+    return built_chroot("bullseye")
 
 
 def run_reference(args):
