@@ -255,6 +255,12 @@ def _leaf_bit(attr: str, bit: int, reason: Reason, evidence=()):
             )
         if getattr(leaf, attr):
             return passed(f"{where} = 1 (EAX {leaf.eax:#010x})")
+        if f.kernel.has_flag("hypervisor"):
+            # A guest's CPUID is what its hypervisor shows: it says nothing about the host.
+            return failed(
+                Reason.NO_MEM_ENCRYPT_LEAF,
+                f"{where} = 0 (EAX {leaf.eax:#010x}): this kernel runs under a hypervisor",
+            )
         return failed(reason, f"{where} = 0 (EAX {leaf.eax:#010x})")
 
     return evaluate

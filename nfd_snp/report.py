@@ -160,6 +160,7 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
         wrapped = textwrap.wrap(line, max(width - 1, 40), subsequent_indent=" " * 9)
         wrapped[0] = wrapped[0].replace(text, click.style(text, fg=colour, bold=True), 1)
         lines.extend(wrapped)
-    if not report.facts.snapshot and "cpu.vendor" in report.verdicts[0].blocking:
+    # A live host whose CPU (or hypervisor) offers no SEV at all: show what ready looks like.
+    if not report.facts.snapshot and any(b.startswith("cpu.") for b in report.verdicts[0].blocking):
         lines += ["", SAMPLE_HINT]
     return "\n".join(lines) + "\n"

@@ -307,3 +307,30 @@ def test_snp_status_is_not_sent_where_it_would_initialise_snp(snapshot):
     results = {r.check.name: r for r in report.results}
     assert results["psp.snp_init"].outcome.status is Status.UNKNOWN
     assert report.verdict(Guest.SEV_SNP).blocking == ("kvm.sev_snp",)
+
+
+def test_a_guest_without_the_sev_leaf_is_told_it_runs_under_a_hypervisor(snapshot):
+    import json
+
+    capture = json.loads((SAMPLES / "genoa-snp-ready/nfd-snp-capture.json").read_text())
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={"proc/cpuinfo": "vendor_id\t: AuthenticAMD\nflags\t\t: hypervisor\n\n"},
+        capture={"cpuid": {**capture["cpuid"], "0x8000001f": [0, 0, 0, 0]}},
+    )
+    report = evaluate(probe_root(root))
+    sme = {r.check.name: r for r in report.results}["cpu.sme"]
+    assert sme.outcome.reason.code == "no-mem-encrypt-leaf"
+    assert "runs under a hypervisor" in sme.outcome.detail and "bare-metal" in sme.fix
+
+
+@pytest.mark.parametrize("sample, hint", [("intel", True), ("milan-snp-off", False)])
+def test_a_live_host_without_sev_hardware_is_shown_the_sample(sample, hint):
+    import dataclasses
+
+    from nfd_snp.report import SAMPLE_HINT, render_table
+
+    report = evaluate(probe_root(SAMPLES / sample))
+    live = dataclasses.replace(report, facts=dataclasses.replace(report.facts, snapshot=False))
+    assert (SAMPLE_HINT in render_table(live)) is hint
+    assert SAMPLE_HINT not in render_table(report)  # a snapshot is not this host
