@@ -59,6 +59,15 @@ VEP_FIELD = "launchSecurity.sev.secureNestedPaging"
 ANNOTATION = f"launchSecurity.sev + {REQUEST_ANNOTATION}"
 
 
+def _request_parts(vmi: dict):
+    """(annotations, spec.domain.launchSecurity) of a VMI, {} for what is absent."""
+    metadata = _mapping(vmi.get("metadata"), "metadata")
+    annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
+    spec = _mapping(vmi.get("spec"), "spec")
+    domain = _mapping(spec.get("domain"), "spec.domain")
+    return annotations, _mapping(domain.get("launchSecurity"), "spec.domain.launchSecurity")
+
+
 def request_form(vmi: dict):
     """How the VMI asks for SEV-SNP (UPSTREAM, VEP_FIELD, ANNOTATION), or None.
 
@@ -68,11 +77,7 @@ def request_form(vmi: dict):
     is refused (DomainError) rather than taken for "did not ask", which would start the VM
     as a plain SEV guest.
     """
-    metadata = _mapping(vmi.get("metadata"), "metadata")
-    annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
-    spec = _mapping(vmi.get("spec"), "spec")
-    domain = _mapping(spec.get("domain"), "spec.domain")
-    launch = _mapping(domain.get("launchSecurity"), "spec.domain.launchSecurity")
+    annotations, launch = _request_parts(vmi)
     sev = launch.get("sev")
     nested = sev.get("secureNestedPaging") if isinstance(sev, dict) else None
     if nested is not None and not isinstance(nested, bool):
@@ -109,9 +114,7 @@ def snp_request(vmi: dict):
     """
     if request_form(vmi) is None:
         return None
-    annotations = vmi["metadata"]["annotations"] if vmi.get("metadata") else {}
-    annotations = annotations or {}
-    launch = vmi["spec"]["domain"]["launchSecurity"]
+    annotations, launch = _request_parts(vmi)
     sev = launch.get("sev")
     snp = launch.get("snp")
     sev_fields = sev if isinstance(sev, dict) else {}

@@ -258,3 +258,10 @@ def test_upstream_snp_second_pass_changes_nothing():
     request = vmi({"sev-snp.kubevirt.io/vcek": "no"}, {"snp": {}})
     once = kubevirt.on_define_domain(request, KV_SNP_DOMAIN)
     assert kubevirt.on_define_domain(request, once) == once
+
+
+@pytest.mark.parametrize("doc", [{"spec": {"domain": {}}}, {}], ids=["no-launch", "no-spec"])
+def test_a_request_without_launch_security_names_what_is_missing(doc):
+    doc["metadata"] = {"annotations": ASK}
+    with pytest.raises(DomainError, match="has no spec.domain.launchSecurity.sev"):
+        kubevirt.snp_request(doc)
