@@ -545,7 +545,7 @@ def check_snp_policy(f: HostFacts) -> Outcome:
     required = f", requires {rule.required:#x}" if rule.required else ""
     note = ""
     version = f.kernel.version
-    if rule.source != "KVM_X86_SNP_POLICY_BITS" and version is not None and version < (6, 17):
+    if f.kvm.snp_policy_bits is None and version is not None and version < (6, 17):
         note = "; upstream kernels before 6.17 also want SMT (bit 16) and no SINGLE_SOCKET (20)"
     return passed(f"accepts policy bits {rule.accepted:#x}{required} ({rule.source}){note}")
 

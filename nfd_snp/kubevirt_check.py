@@ -424,7 +424,7 @@ def judge_on_node(request, node) -> List[str]:
     """What one node (label, NodeFacts) would refuse of an SEV-SNP request: the node cannot
     run SNP guests at all, or its KVM or firmware refuses the policy (check_policy, as the
     libvirt hook judges it there)."""
-    from nfd_snp.domain.options import DEFAULT_POLICY, check_policy
+    from nfd_snp.domain.options import with_defaults
 
     label, facts = node
     errors = []
@@ -433,9 +433,8 @@ def judge_on_node(request, node) -> List[str]:
         errors.append(
             f"node {label} cannot run SEV-SNP guests (readiness {facts.snp_ready}{because})"
         )
-    policy = request.policy if request.policy is not None else DEFAULT_POLICY
     try:
-        check_policy(policy, facts)
+        with_defaults(request, {}, facts)  # the hook's defaulting and policy check
     except DomainError as exc:
         errors.append(f"node {label}: {exc}")
     return errors
