@@ -63,7 +63,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture
 def snapshot(tmp_path):
-    """Build a snapshot directory: snapshot(files={rel: text|bytes}, capture={...})."""
+    """Build a snapshot directory: snapshot(files={rel: text|bytes}, capture={...}), on top
+    of `base`: a bundled sample's name or any snapshot directory's path."""
 
     def build(files=None, capture=None, base=None):
         root = tmp_path / f"snap{len(list(tmp_path.iterdir()))}"

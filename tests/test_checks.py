@@ -183,25 +183,7 @@ def test_psp_init_on_probe_yes_and_uninit_is_a_failure(snapshot):
 
 # -- review cases: deferred SEV INIT, kvm_amd.sev off on 6.16+, blocking lists ---------------
 
-DEFERRED = "tests/data/hosts/milan-psp-init-deferred"
-
-
-def _host(snapshot, name, files=None, capture=None):
-    import shutil
-
-    root = snapshot(files=files, capture=capture, base=None)
-    shutil.rmtree(root)
-    shutil.copytree(REPO / name, root)
-    merged = __import__("json").loads((root / "nfd-snp-capture.json").read_text())
-    merged.update(capture or {})
-    (root / "nfd-snp-capture.json").write_text(__import__("json").dumps(merged))
-    for rel, content in (files or {}).items():
-        path = root / rel
-        if content is None:
-            path.unlink()
-        else:
-            path.write_text(content)
-    return root
+DEFERRED = REPO / "tests/data/hosts/milan-psp-init-deferred"
 
 
 def _flags_without(root, flag):
@@ -212,9 +194,8 @@ def _flags_without(root, flag):
 def test_deferred_sev_init_fails_when_snp_init_failed(snapshot):
     """psp_init_on_probe=N, SNP not initialised on a host with SNP on: KVM's SEV INIT at the
     first guest runs SNP_INIT first and stops on its failure (sev-dev.c)."""
-    root = _host(
-        snapshot,
-        DEFERRED,
+    root = snapshot(
+        base=DEFERRED,
         files={"sys/module/kvm_amd/parameters/sev_snp": "N\n"},
         capture={"snp_platform_status": {"errno": 22}},
     )
@@ -227,7 +208,7 @@ def test_deferred_sev_init_fails_when_snp_init_failed(snapshot):
 
 
 def test_deferred_sev_init_is_fine_with_host_snp_off(snapshot):
-    root = _host(snapshot, DEFERRED, capture={"snp_platform_status": {"errno": 22}})
+    root = snapshot(base=DEFERRED, capture={"snp_platform_status": {"errno": 22}})
     (root / "proc/cpuinfo").write_text(_flags_without(root, "sev_snp"))
     (root / "sys/module/kvm_amd/parameters/sev_snp").write_text("N\n")
     report = evaluate(probe_root(root))
@@ -237,9 +218,8 @@ def test_deferred_sev_init_is_fine_with_host_snp_off(snapshot):
 
 def test_deferred_sev_init_unknown_when_host_snp_is_unknown(snapshot):
     # Linux 7.1+: SNP_EN is set only at SNP INIT, and the msr driver is missing anyway
-    root = _host(
-        snapshot,
-        DEFERRED,
+    root = snapshot(
+        base=DEFERRED,
         files={
             "proc/sys/kernel/osrelease": "7.2.0\n",
             "sys/module/kvm_amd/parameters/sev_snp": "N\n",
@@ -275,9 +255,8 @@ def test_kvm_amd_sev_off_on_6_16_is_named_in_the_fix(snapshot):
 def test_an_echo_whose_cause_gates_other_guests_stays_in_the_verdict(snapshot):
     """SEV: the ASIDs and the failed SEV INIT (which follows from SNP_INIT, a cause that
     does not gate SEV) are both named."""
-    root = _host(
-        snapshot,
-        "tests/data/hosts/milan-rome2d16-fw-1.49",
+    root = snapshot(
+        base=REPO / "tests/data/hosts/milan-rome2d16-fw-1.49",
         files={"sys/fs/cgroup/misc.capacity": "sev_es 99\n"},
         capture={
             "cpuid": {
