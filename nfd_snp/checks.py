@@ -315,26 +315,24 @@ def _kernel_flag(flag: str, reason: Reason):
     return evaluate
 
 
-def with_sev_status(evaluate_status):
-    """A check of the SEV_PLATFORM_STATUS reply; why it is missing decides otherwise."""
+def _with_reply(which: str):
+    """A check of one firmware status reply (`psp.sev` or `psp.snp`); why the reply is
+    missing decides otherwise."""
 
-    def evaluate(f: HostFacts) -> Outcome:
-        if f.psp.sev is None:
-            return from_unreadable(f.psp.sev_unreadable)
-        return evaluate_status(f, f.psp.sev)
+    def wrap(evaluate_status):
+        def evaluate(f: HostFacts) -> Outcome:
+            reply = getattr(f.psp, which)
+            if reply is None:
+                return from_unreadable(getattr(f.psp, f"{which}_unreadable"))
+            return evaluate_status(f, reply)
 
-    return evaluate
+        return evaluate
+
+    return wrap
 
 
-def with_snp_status(evaluate_status):
-    """A check of the SNP_PLATFORM_STATUS reply; why it is missing decides otherwise."""
-
-    def evaluate(f: HostFacts) -> Outcome:
-        if f.psp.snp is None:
-            return from_unreadable(f.psp.snp_unreadable)
-        return evaluate_status(f, f.psp.snp)
-
-    return evaluate
+with_sev_status = _with_reply("sev")  # SEV_PLATFORM_STATUS
+with_snp_status = _with_reply("snp")  # SNP_PLATFORM_STATUS
 
 
 @with_sev_status
