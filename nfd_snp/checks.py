@@ -291,15 +291,53 @@ def _syscfg_bit(attr: str, bit: int, reason: Reason, evidence):
     return evaluate
 
 
+def _size(shift: int) -> str:
+    size = 1 << shift
+    return f"{size >> 30} GB" if size >= 1 << 30 else f"{size} bytes"
+
+
+def rmp_registers(msr) -> str:
+    """The RMP registers as read, with the layout they describe."""
+    span = f"RMP_BASE {msr.rmp_base:#x}, RMP_END {msr.rmp_end:#x}"
+    if msr.rmp_segmented:
+        return (
+            f"segmented RMP, {_size(msr.rmp_segment_shift)} segments (RMP_CFG "
+            f"{msr.rmp_cfg:#x}): segment table at RMP_BASE {msr.rmp_base:#x}, RMP_END "
+            f"{msr.rmp_end:#x}"
+        )
+    if msr.rmp_cfg is None:
+        return f"{span}; RMP_CFG not read"
+    return span
+
+
+def rmp_initialised_in_firmware(f: HostFacts) -> Optional[str]:
+    """An SNP firmware past UNINIT whose RMP is initialised: SNP_INIT validated the RMP the
+    BIOS reserved (SNP firmware ABI, SNP_INIT_EX), whatever the registers seem to say."""
+    snp = f.psp.snp
+    if snp is None or snp.state == FirmwareState.UNINIT or not snp.rmp_initialized:
+        return None
+    return f"the SNP firmware is {_state_name(snp.state)} with its RMP initialised"
+
+
 def check_rmp_reserved(f: HostFacts) -> Outcome:
-    reserved = f.msr.rmp_reserved
+    """RMP_BASE/RMP_END, read as the kernel reads them: contiguous, or segmented (Zen 5,
+    RMP_CFG bit 0) where RMP_END is 0 by design (arch/x86/virt/svm/sev.c
+    probe_segmented_rmptable_info)."""
+    msr = f.msr
+    reserved = msr.rmp_reserved
     if reserved is None:
         found = _first(f, (snp_flag_proves_rmp, snp_firmware_initialised))
+        read = rmp_registers(msr) if msr.rmp_base is not None else "RMP_BASE/RMP_END not read"
         if found:
-            return inferred(found, "RMP_BASE/RMP_END not read")
-        return from_unreadable(f.msr.unreadable or f.msr.rmp_unreadable)
-    span = f"RMP_BASE {f.msr.rmp_base:#x}, RMP_END {f.msr.rmp_end:#x}"
-    return passed(span) if reserved else failed(Reason.RMP_NOT_RESERVED, span)
+            return inferred(found, read)
+        return from_unreadable(msr.unreadable or msr.rmp_unreadable or msr.rmp_cfg_unreadable)
+    shown = rmp_registers(msr)
+    if reserved:
+        return passed(shown)
+    firmware = rmp_initialised_in_firmware(f)
+    if firmware:
+        return warned(Reason.RMP_REGISTERS_CONTRADICTED, f"{shown}, but {firmware}")
+    return failed(Reason.RMP_NOT_RESERVED, shown)
 
 
 def _kernel_flag(flag: str, reason: Reason):

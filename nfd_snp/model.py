@@ -72,6 +72,12 @@ class MemEncryptLeaf:
         return _bit(self.eax, 8)
 
     @property
+    def segmented_rmp(self) -> bool:
+        """EAX[23]: the CPU supports a segmented RMP (Zen 5; X86_FEATURE_SEGMENTED_RMP,
+        arch/x86/include/asm/cpufeatures.h word 19 bit 23)."""
+        return _bit(self.eax, 23)
+
+    @property
     def cbitpos(self) -> int:
         # EBX[5:0]: six bits, C-bit 51 on Genoa does not fit a 5-bit mask.
         return self.ebx & 0x3F
@@ -203,15 +209,24 @@ class CpuFacts:
 # -- MSRs ---------------------------------------------------------------------------------
 
 
+# arch/x86/virt/svm/sev.c RMP_ADDR_MASK = GENMASK_ULL(51, 13): the address bits of RMP_BASE
+# and RMP_END that the kernel tests (the low bits are not part of the address).
+RMP_ADDR_MASK = ((1 << 52) - 1) & ~((1 << 13) - 1)
+
+
 @dataclass(frozen=True)
 class MsrFacts:
-    """SYSCFG (0xC0010010) and the RMP base/end MSRs (0xC0010132/3) of CPU 0."""
+    """SYSCFG (0xC0010010), the RMP base/end MSRs (0xC0010132/3) and, on CPUs with a
+    segmented RMP, RMP_CFG (0xC0010136) of CPU 0."""
 
     syscfg: Optional[int]
     rmp_base: Optional[int]
     rmp_end: Optional[int]
     unreadable: Optional[Unreadable] = None  # SYSCFG itself
     rmp_unreadable: Optional[Unreadable] = None  # the RMP MSRs (absent before Milan)
+    # RMP_CFG; 0 where the CPU has no such MSR (CPUID 0x8000001F EAX[23] clear).
+    rmp_cfg: Optional[int] = None
+    rmp_cfg_unreadable: Optional[Unreadable] = None
 
     @property
     def mem_encrypt(self) -> Optional[bool]:
@@ -226,10 +241,36 @@ class MsrFacts:
         return None if self.syscfg is None else _bit(self.syscfg, 25)
 
     @property
+    def rmp_segmented(self) -> Optional[bool]:
+        """RMP_CFG bit 0 (MSR_AMD64_SEG_RMP_ENABLED); None when RMP_CFG was not read."""
+        return None if self.rmp_cfg is None else _bit(self.rmp_cfg, 0)
+
+    @property
+    def rmp_segment_shift(self) -> Optional[int]:
+        """RMP_CFG bits 13:8 (MSR_AMD64_RMP_SEGMENT_SHIFT): each segment covers 2^shift
+        bytes of memory (37: 128 GB)."""
+        return None if self.rmp_cfg is None else (self.rmp_cfg >> 8) & 0x3F
+
+    @property
     def rmp_reserved(self) -> Optional[bool]:
+        """Whether the BIOS reserved an RMP, as the kernel decides it at boot
+        (arch/x86/virt/svm/sev.c snp_probe_rmptable_info).
+
+        Contiguous: RMP_BASE and RMP_END both set and in order. Segmented (RMP_CFG bit 0):
+        RMP_BASE points at the segment table and RMP_END is 0 by design, so only RMP_BASE
+        counts (probe_segmented_rmptable_info warns when RMP_END is *non*-zero). When RMP_CFG
+        could not be read, a set RMP_BASE with RMP_END 0 fits a segmented RMP: unknown.
+        """
         if self.rmp_base is None or self.rmp_end is None:
             return None
-        return self.rmp_base != 0 and self.rmp_end != 0
+        base, end = self.rmp_base & RMP_ADDR_MASK, self.rmp_end & RMP_ADDR_MASK
+        if not base:
+            return False
+        if self.rmp_segmented:
+            return True
+        if self.rmp_segmented is None and not end:
+            return None
+        return bool(end) and self.rmp_base <= self.rmp_end
 
 
 # -- kernel -------------------------------------------------------------------------------

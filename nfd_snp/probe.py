@@ -47,7 +47,7 @@ def probe(host: Host) -> HostFacts:
         root=str(host.root),
         snapshot=host.snapshot,
         cpu=cpu,
-        msr=read("msr", msr.read, host),
+        msr=read("msr", lambda h: msr.read(h, cpu), host),
         kernel=kern,
         kvm=kvm_facts,
         psp=read("psp", lambda h: psp.read(h, layout, snp_query=snp_query), host),

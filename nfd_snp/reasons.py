@@ -142,6 +142,12 @@ class Reason(enum.Enum):
         "rmp-not-reserved",
         "The BIOS reserved no RMP table: enable 'SNP Memory (RMP Table) Coverage' in the BIOS.",
     )
+    RMP_REGISTERS_CONTRADICTED = (
+        "rmp-registers-contradicted",
+        "Nothing to fix for SEV-SNP: the SNP firmware runs with an initialised RMP, so the BIOS "
+        "reserved one. The RMP registers read otherwise; attach `nfd-snp capture` output to a "
+        "bug report so nfd-snp learns this RMP layout.",
+    )
     # -- kernel -----------------------------------------------------------------------
     KERNEL_NO_SEV = (
         "kernel-no-sev",

@@ -189,6 +189,7 @@ EXPECTED = {
         details={
             "psp.sev_es_with_snp": "SNP firmware SVN 4 (>= 0x4, firmware 1.58 build 5)",
             "cpu.generation": "(Turin)",
+            "bios.rmp": "segmented RMP, 128 GB segments (RMP_CFG 0x2501)",
         },
         labels={
             "sev-snp.node.kubevirt.io/tcb-fmc": "1",
