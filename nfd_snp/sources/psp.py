@@ -105,9 +105,12 @@ def snp_status_has_side_effects(kernel, kvm) -> bool:
     kernels kvm_amd.sev_snp=Y says SNP is initialised already (KVM initialises it when it
     loads and keeps sev_snp only if that worked), so only then is the command harmless.
     Distribution kernels backport either change; the version is the best guide there is.
+    A release that cannot be read could be one of those kernels: it takes the cautious path.
     """
+    if kvm.sev_snp.enabled is True:
+        return False
     version = kernel.version
-    return version is not None and (6, 16) <= version < (7, 0) and kvm.sev_snp.enabled is not True
+    return version is None or (6, 16) <= version < (7, 0)
 
 
 def read(host: Host, layout: TcbLayout, *, snp_query: bool = True) -> PspFacts:
@@ -121,7 +124,8 @@ def read(host: Host, layout: TcbLayout, *, snp_query: bool = True) -> PspFacts:
                 Unreadable(
                     Reason.SNP_STATUS_NOT_QUERIED,
                     f"/{paths.SEV_DEVICE} SNP_PLATFORM_STATUS: not sent, since on this kernel "
-                    "it would initialise and shut down SNP while kvm_amd.sev_snp is not Y",
+                    "(Linux 6.16 to 6.19, or a release that could not be read) it would "
+                    "initialise and shut down SNP while kvm_amd.sev_snp is not Y",
                 ),
             )
             continue
