@@ -41,6 +41,7 @@ PSP_CAPTURE_KEYS = {
 # KVM system attributes a snapshot records: (group, attribute) -> key.
 KVM_ATTR_CAPTURE_KEYS = {
     (uapi.KVM_X86_GRP_SEV, uapi.KVM_X86_SNP_POLICY_BITS): "kvm_snp_policy_bits",
+    (uapi.KVM_X86_GRP_SEV, uapi.KVM_X86_SEV_VMSA_FEATURES): "kvm_sev_vmsa_features",
 }
 
 
@@ -70,6 +71,7 @@ class Recording:
     stats: Dict[str, dict] = field(default_factory=dict)  # path -> {"mode", "ctime"}
     unreadable: Dict[str, dict] = field(default_factory=dict)
     present: Dict[str, bool] = field(default_factory=dict)  # path -> is a directory
+    links: Dict[str, str] = field(default_factory=dict)  # link -> target, root-relative
 
 
 class Host:
@@ -132,6 +134,22 @@ class Host:
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self.path(rel))
 
+    def readlink(self, rel: str) -> str:
+        """Where the symbolic link `rel` points, as a path relative to the root (sysfs's
+        relative `driver` and `iommu_group` links resolved from the directory that really
+        holds them). A target outside the root raises EXDEV, a non-link EINVAL."""
+        self._replay_unreadable("link:" + rel)
+        link = self.path(rel)
+        text = os.readlink(link)
+        root = os.path.realpath(self.root)
+        parent = os.path.realpath(link.parent)
+        target = os.path.normpath(os.path.join(parent, text))
+        if os.path.commonpath([root, target]) != root:
+            raise OSError(errno_mod.EXDEV, f"link to {text} leaves the root", str(link))
+        resolved = os.path.relpath(target, root)
+        self._record_link(rel, resolved)
+        return resolved
+
     def stat(self, rel: str) -> FileStat:
         """Mode and change time of a file (following a symlink, as libvirt does)."""
         st = os.stat(self.path(rel))
@@ -150,6 +168,9 @@ class Host:
         """Live hosts that record keep the bytes for `capture`."""
 
     def _record_dir(self, rel: str) -> None:
+        pass
+
+    def _record_link(self, rel: str, target: str) -> None:
         pass
 
     # -- what is not a plain file (overridden) ----------------------------------------
@@ -204,6 +225,10 @@ class LiveHost(Host):
     def _record_dir(self, rel: str) -> None:
         if self.recording is not None:
             self.recording.dirs.add(rel)
+
+    def _record_link(self, rel: str, target: str) -> None:
+        if self.recording is not None:
+            self.recording.links[rel] = target
 
     def exists(self, rel: str) -> bool:
         present = super().exists(rel)
