@@ -72,6 +72,7 @@ class Recording:
     unreadable: Dict[str, dict] = field(default_factory=dict)
     present: Dict[str, bool] = field(default_factory=dict)  # path -> is a directory
     links: Dict[str, str] = field(default_factory=dict)  # link -> target, root-relative
+    entries: Dict[str, list] = field(default_factory=dict)  # directory -> names it holds
 
 
 class Host:
@@ -126,9 +127,14 @@ class Host:
         self._record_file(rel, data if redact is None else redact(data), keep)
         return data
 
-    def listdir(self, rel: str) -> list:
+    def listdir(self, rel: str, *, entries: bool = False) -> list:
+        """The names in directory `rel`. `entries`: a capture keeps the names themselves
+        (as empty files where nothing else is kept there), for directories whose listing is
+        the fact (an IOMMU group's devices), not only a way to find files to read."""
         names = sorted(os.listdir(self.path(rel)))
         self._record_dir(rel)
+        if entries:
+            self._record_entries(rel, names)
         return names
 
     def exists(self, rel: str) -> bool:
@@ -171,6 +177,9 @@ class Host:
         pass
 
     def _record_link(self, rel: str, target: str) -> None:
+        pass
+
+    def _record_entries(self, rel: str, names: list) -> None:
         pass
 
     # -- what is not a plain file (overridden) ----------------------------------------
@@ -229,6 +238,10 @@ class LiveHost(Host):
     def _record_link(self, rel: str, target: str) -> None:
         if self.recording is not None:
             self.recording.links[rel] = target
+
+    def _record_entries(self, rel: str, names: list) -> None:
+        if self.recording is not None:
+            self.recording.entries[rel] = list(names)
 
     def exists(self, rel: str) -> bool:
         present = super().exists(rel)

@@ -129,7 +129,7 @@ def _read_groups(host: Host) -> tuple:
         except OSError:
             kind = None
         try:
-            devices = tuple(host.listdir(f"{base}/devices"))
+            devices = tuple(host.listdir(f"{base}/devices", entries=True))
         except OSError:
             devices = ()
         groups.append(IommuGroup(number, kind if kind in GROUP_TYPES else None, devices))

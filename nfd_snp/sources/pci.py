@@ -99,7 +99,7 @@ def read(host: Host) -> PciFacts:
     groups = {g.iommu_group for g in gpus if g.iommu_group is not None}
     for number in sorted(groups):
         try:
-            others = host.listdir(f"{paths.IOMMU_GROUPS}/{number}/devices")
+            others = host.listdir(f"{paths.IOMMU_GROUPS}/{number}/devices", entries=True)
         except OSError:
             continue
         gpu_bdfs = {g.bdf for g in gpus}
