@@ -487,7 +487,7 @@ def kubevirt_sidecar_configmap(name, script):
     \b
       nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
     """
-    from nfd_snp import sidecar_bundle
+    from nfd_snp.kubevirt import sidecar_bundle
 
     click.echo(
         sidecar_bundle.build_script() if script else sidecar_bundle.configmap(name), nl=False
@@ -524,7 +524,7 @@ def kubevirt_instancetypes(sidecar_configmap, snp_on_sev):
         instancetype: {name: snp.medium}
         preference: {name: snp}
     """
-    from nfd_snp import kubevirt_manifests as km
+    from nfd_snp.kubevirt import manifests as km
 
     family = km.ON_SEV if snp_on_sev else km.UPSTREAM
     click.echo(km.render(family, sidecar_configmap), nl=False)
@@ -569,7 +569,7 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
       kubectl get vm my-vm -o yaml | nfd-snp kubevirt check-vm -
       nfd-snp kubevirt check-vm my-vm.yaml --node ./node7-snapshot
     """
-    from nfd_snp import kubevirt_check
+    from nfd_snp.kubevirt import check_vm as kubevirt_check
 
     objects = []
     for name in files:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nfd_snp import kubevirt_check
+from nfd_snp.kubevirt import check_vm as kubevirt_check
 from nfd_snp.cli import cli
 from nfd_snp.errors import InputError
 from tests.conftest import REPO

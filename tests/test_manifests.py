@@ -17,7 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nfd_snp import kubevirt, kubevirt_check, kubevirt_manifests, sidecar_bundle, yamlout
+from nfd_snp import yamlout
+from nfd_snp.kubevirt import check_vm as kubevirt_check
+from nfd_snp.kubevirt import manifests as kubevirt_manifests
+from nfd_snp.kubevirt import sidecar as kubevirt
+from nfd_snp.kubevirt import sidecar_bundle
 from tests.conftest import REPO, SHARED
 from tests.kubevirt_api import GROUPS, KubeVirtAPI
 

@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from nfd_snp import kubevirt
-from nfd_snp import kubevirt_manifests as km
+from nfd_snp.kubevirt import manifests as km
+from nfd_snp.kubevirt import sidecar as kubevirt
 from nfd_snp.errors import DomainError, InputError
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024

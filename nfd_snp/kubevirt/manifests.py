@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 
 from nfd_snp import __version__
-from nfd_snp.kubevirt import REQUEST_ANNOTATION
+from nfd_snp.kubevirt.sidecar import REQUEST_ANNOTATION
 
 # The hook sidecar (KubeVirt pkg/hooks/hooks.go HookSidecar): the shim mounts the ConfigMap's
 # key at hookPath and runs it with --version; v1alpha2 is the oldest API with onDefineDomain
