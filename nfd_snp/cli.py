@@ -450,11 +450,12 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
 
 @cli.group()
 def kubevirt():
-    """KubeVirt: the hook sidecar, SEV-SNP instancetypes, and an offline VM check.
+    """KubeVirt: the Plugin, the hook sidecar, SEV-SNP instancetypes, an offline VM check.
 
     \b
-      nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
+      nfd-snp kubevirt plugin | kubectl apply -f -                  (KubeVirt 1.9+)
       nfd-snp kubevirt instancetypes | kubectl apply -f -
+      nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
       nfd-snp kubevirt check-vm my-vm.yaml
     """
 
@@ -504,20 +505,29 @@ sidecar_configmap_option = click.option(
 )
 
 
+KUBEVIRT_RELEASES = ("1.9", "1.7", "1.6")
+
+
 @kubevirt.command("instancetypes")
 @sidecar_configmap_option
 @click.option(
-    "--snp-on-sev",
-    is_flag=True,
-    help="For KubeVirt before 1.7: SEV launch security made SEV-SNP by the sidecar.",
+    "--kubevirt",
+    "release",
+    type=click.Choice(KUBEVIRT_RELEASES),
+    default="1.9",
+    show_default=True,
+    help="1.9: for KubeVirt 1.9+ (SEV-SNP from the preference, options from the Plugin); "
+    "1.7: KubeVirt 1.7-1.9 with hook sidecars (launchSecurity.snp); 1.6: older KubeVirt "
+    "(SEV made SEV-SNP by the sidecar).",
 )
-def kubevirt_instancetypes(sidecar_configmap, snp_on_sev):
+@click.option("--snp-on-sev", is_flag=True, help="The same as --kubevirt 1.6.")
+def kubevirt_instancetypes(sidecar_configmap, release, snp_on_sev):
     """Print SEV-SNP instancetypes and the preference they need.
 
     Cluster-scoped VirtualMachineClusterInstancetypes snp.small, snp.medium, snp.large and
-    snp.xlarge (launchSecurity.snp, KubeVirt 1.7+; with --snp-on-sev: snp-on-sev.*), each
-    with the node selector and the hook sidecar, and the VirtualMachineClusterPreference
-    snp (EFI without Secure Boot, no SMM). A VM then asks for SEV-SNP by name:
+    snp.xlarge (snp-on-sev.* for 1.6), each with the node selector, and the
+    VirtualMachineClusterPreference snp (EFI without Secure Boot, no SMM; for 1.9 also
+    preferredLaunchSecurity snp). A VM then asks for SEV-SNP by name:
 
     \b
       spec:
@@ -526,8 +536,40 @@ def kubevirt_instancetypes(sidecar_configmap, snp_on_sev):
     """
     from nfd_snp.kubevirt import manifests as km
 
-    family = km.ON_SEV if snp_on_sev else km.UPSTREAM
+    if snp_on_sev:
+        release = "1.6"
+    family = {"1.9": km.PLUGINS, "1.7": km.UPSTREAM, "1.6": km.ON_SEV}[release]
     click.echo(km.render(family, sidecar_configmap), nl=False)
+
+
+@kubevirt.command("plugin")
+@click.option(
+    "--socket",
+    default="/var/run/kubevirt/plugins/nfd-snp.sock",
+    show_default=True,
+    metavar="PATH",
+    help="The node service's node-hook-socket, as virt-handler sees it.",
+)
+@click.option(
+    "--name",
+    default="nfd-snp",
+    show_default=True,
+    metavar="NAME",
+    callback=_configmap_name,
+    help="The Plugin's name.",
+)
+def kubevirt_plugin(socket, name):
+    """Print the Plugin (KubeVirt 1.9+, feature gate Plugins) with nfd-snp's node hook and
+    CEL domain hook.
+
+    \b
+      nfd-snp kubevirt plugin | kubectl apply -f -
+    """
+    from nfd_snp.kubevirt import plugin
+
+    if not socket.startswith("/"):
+        raise click.BadParameter("must be an absolute path", param_hint="--socket")
+    click.echo(plugin.render(socket, name), nl=False)
 
 
 @kubevirt.command("check-vm")

@@ -114,14 +114,24 @@ _NIBBLE_BIT = {
 }
 
 
+def _balanced_sum(terms: list) -> str:
+    """`a + b + ...` as a balanced tree: CEL parsers bound their recursion depth (cel-go 250,
+    cel-cpp 32), and a chain of 26 additions nests 26 deep."""
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    return f"({_balanced_sum(terms[:half])} + {_balanced_sum(terms[half:])})"
+
+
 def _policy() -> str:
     value = _annotation("policy")
     # Hex: at most 26 significant bits (7 digits, the first 0-3), then one term per bit.
-    fits = f'{value}.matches("^0[xX]0*([0-3][0-9a-fA-F]{{6}}|[0-9a-fA-F]{{0,6}})$")'
-    bits = " + ".join(
+    fits = f'{value}.matches("^0[xX]0*([0-3][0-9a-fA-F]{{6}}|[0-9a-fA-F]{{1,6}})$")'
+    terms = [
         f'({value}.matches("[{_NIBBLE_BIT[k % 4]}][0-9a-fA-F]{{{k // 4}}}$") ? {1 << k}u : 0u)'
         for k in range(POLICY_BITS)
-    )
+    ]
+    bits = _balanced_sum(terms)
     failed = f'uint("nfd-snp: {ANNOTATION_PREFIX}policy is not an SNP policy of bits 0-25")'
     decimal = f'{value}.matches("^[0-9]{{1,20}}$")'
     return (
