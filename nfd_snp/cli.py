@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -589,20 +590,29 @@ def kubevirt_plugin(socket, name):
 )
 @click.option(
     "--node",
+    "--host-root",
     "node_root",
     default=None,
     metavar="DIR",
     help="Also judge the VMs against one node: its host root (/ on the node, as root) or a "
     "snapshot from `nfd-snp capture`: whether it runs SEV-SNP guests, the policy bits its "
-    "KVM accepts and its firmware's ABI.",
+    "KVM accepts and its firmware's ABI, and what the Plugin's node hook answers there.",
 )
-def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
+@click.option(
+    "--plugins",
+    is_flag=True,
+    help="The cluster runs nfd-snp's Plugin (KubeVirt 1.9+, deploy/kubevirt/plugin.yaml) and "
+    "the 1.9 instancetypes: options need no sidecar, and the node hook's rules apply.",
+)
+def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root, plugins):
     """Check the SEV-SNP request of VM and VMI manifests, offline.
 
     Reads VirtualMachines and VirtualMachineInstances (YAML or JSON, '-' for stdin), applies
     the instancetype and preference a VM names as KubeVirt would (nfd-snp's are known;
     pass other definitions as further files), and checks it with the rules of KubeVirt's
-    admission webhook and the code the sidecar runs. Exit status: 0 when every VM gets
+    admission webhook and the code the sidecar runs; it names the path that serves each
+    VM (Plugins, hook sidecar, KubeVirt's defaults) and, with --node, what the Plugin's node
+    hook would answer on that node. Exit status: 0 when every VM gets
     SEV-SNP, 1 when one would not (each reason on its own line), 2 on unreadable input or a
     VM that cannot be checked from it.
 
@@ -610,6 +620,7 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
       nfd-snp kubevirt check-vm deploy/kubevirt/vm-snp.yaml
       kubectl get vm my-vm -o yaml | nfd-snp kubevirt check-vm -
       nfd-snp kubevirt check-vm my-vm.yaml --node ./node7-snapshot
+      nfd-snp kubevirt check-vm --plugins my-vm.yaml --host-root ./node7-snapshot
     """
     from nfd_snp.kubevirt import check_vm as kubevirt_check
 
@@ -618,7 +629,7 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
         with click.open_file(name, "rb") as handle:
             data = handle.read(kubevirt_check.MAX_INPUT_BYTES + 1)
         objects += kubevirt_check.load_documents(data, "stdin" if name == "-" else name)
-    node = None
+    node = node_view = None
     if node_root is not None:
         from nfd_snp import facts_cache
         from nfd_snp.probe import probe_report
@@ -627,8 +638,16 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
         config = settings.build({"host_root": (node_root, "--node"), "libvirt": ("off", "--node")})
         report = probe_report(config).report
         node = (node_root, facts_cache.from_summary(facts_cache.summary(report)))
+        from nfd_snp.kubevirt.node_hook import NodeView
+
+        node_view = NodeView.from_report(report, config.ttl, time.time())
     results = kubevirt_check.check_documents(
-        objects, configmap=sidecar_configmap, vep_field=vep_field, node=node
+        objects,
+        configmap=sidecar_configmap,
+        vep_field=vep_field,
+        node=node,
+        plugins=plugins,
+        node_view=node_view,
     )
     click.echo(kubevirt_check.render(results), nl=False)
     click.get_current_context().exit(kubevirt_check.exit_status(results))
