@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -450,11 +451,12 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
 
 @cli.group()
 def kubevirt():
-    """KubeVirt: the hook sidecar, SEV-SNP instancetypes, and an offline VM check.
+    """KubeVirt: the Plugin, the hook sidecar, SEV-SNP instancetypes, an offline VM check.
 
     \b
-      nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
+      nfd-snp kubevirt plugin | kubectl apply -f -                  (KubeVirt 1.9+)
       nfd-snp kubevirt instancetypes | kubectl apply -f -
+      nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
       nfd-snp kubevirt check-vm my-vm.yaml
     """
 
@@ -487,7 +489,7 @@ def kubevirt_sidecar_configmap(name, script):
     \b
       nfd-snp kubevirt sidecar-configmap | kubectl apply -n NAMESPACE -f -
     """
-    from nfd_snp import sidecar_bundle
+    from nfd_snp.kubevirt import sidecar_bundle
 
     click.echo(
         sidecar_bundle.build_script() if script else sidecar_bundle.configmap(name), nl=False
@@ -504,30 +506,71 @@ sidecar_configmap_option = click.option(
 )
 
 
+KUBEVIRT_RELEASES = ("1.9", "1.7", "1.6")
+
+
 @kubevirt.command("instancetypes")
 @sidecar_configmap_option
 @click.option(
-    "--snp-on-sev",
-    is_flag=True,
-    help="For KubeVirt before 1.7: SEV launch security made SEV-SNP by the sidecar.",
+    "--kubevirt",
+    "release",
+    type=click.Choice(KUBEVIRT_RELEASES),
+    default="1.9",
+    show_default=True,
+    help="1.9: for KubeVirt 1.9+ (SEV-SNP from the preference, options from the Plugin); "
+    "1.7: KubeVirt 1.7-1.9 with hook sidecars (launchSecurity.snp); 1.6: older KubeVirt "
+    "(SEV made SEV-SNP by the sidecar).",
 )
-def kubevirt_instancetypes(sidecar_configmap, snp_on_sev):
+@click.option("--snp-on-sev", is_flag=True, help="The same as --kubevirt 1.6.")
+def kubevirt_instancetypes(sidecar_configmap, release, snp_on_sev):
     """Print SEV-SNP instancetypes and the preference they need.
 
     Cluster-scoped VirtualMachineClusterInstancetypes snp.small, snp.medium, snp.large and
-    snp.xlarge (launchSecurity.snp, KubeVirt 1.7+; with --snp-on-sev: snp-on-sev.*), each
-    with the node selector and the hook sidecar, and the VirtualMachineClusterPreference
-    snp (EFI without Secure Boot, no SMM). A VM then asks for SEV-SNP by name:
+    snp.xlarge (snp-on-sev.* for 1.6), each with the node selector, and the
+    VirtualMachineClusterPreference snp (EFI without Secure Boot, no SMM; for 1.9 also
+    preferredLaunchSecurity snp). A VM then asks for SEV-SNP by name:
 
     \b
       spec:
         instancetype: {name: snp.medium}
         preference: {name: snp}
     """
-    from nfd_snp import kubevirt_manifests as km
+    from nfd_snp.kubevirt import manifests as km
 
-    family = km.ON_SEV if snp_on_sev else km.UPSTREAM
+    if snp_on_sev:
+        release = "1.6"
+    family = {"1.9": km.PLUGINS, "1.7": km.UPSTREAM, "1.6": km.ON_SEV}[release]
     click.echo(km.render(family, sidecar_configmap), nl=False)
+
+
+@kubevirt.command("plugin")
+@click.option(
+    "--socket",
+    default="/var/run/kubevirt/plugins/nfd-snp.sock",
+    show_default=True,
+    metavar="PATH",
+    help="The node service's node-hook-socket, as virt-handler sees it.",
+)
+@click.option(
+    "--name",
+    default="nfd-snp",
+    show_default=True,
+    metavar="NAME",
+    callback=_configmap_name,
+    help="The Plugin's name.",
+)
+def kubevirt_plugin(socket, name):
+    """Print the Plugin (KubeVirt 1.9+, feature gate Plugins) with nfd-snp's node hook and
+    CEL domain hook.
+
+    \b
+      nfd-snp kubevirt plugin | kubectl apply -f -
+    """
+    from nfd_snp.kubevirt import plugin
+
+    if not socket.startswith("/"):
+        raise click.BadParameter("must be an absolute path", param_hint="--socket")
+    click.echo(plugin.render(socket, name), nl=False)
 
 
 @kubevirt.command("check-vm")
@@ -547,20 +590,29 @@ def kubevirt_instancetypes(sidecar_configmap, snp_on_sev):
 )
 @click.option(
     "--node",
+    "--host-root",
     "node_root",
     default=None,
     metavar="DIR",
     help="Also judge the VMs against one node: its host root (/ on the node, as root) or a "
     "snapshot from `nfd-snp capture`: whether it runs SEV-SNP guests, the policy bits its "
-    "KVM accepts and its firmware's ABI.",
+    "KVM accepts and its firmware's ABI, and what the Plugin's node hook answers there.",
 )
-def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
+@click.option(
+    "--plugins",
+    is_flag=True,
+    help="The cluster runs nfd-snp's Plugin (KubeVirt 1.9+, deploy/kubevirt/plugin.yaml) and "
+    "the 1.9 instancetypes: options need no sidecar, and the node hook's rules apply.",
+)
+def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root, plugins):
     """Check the SEV-SNP request of VM and VMI manifests, offline.
 
     Reads VirtualMachines and VirtualMachineInstances (YAML or JSON, '-' for stdin), applies
     the instancetype and preference a VM names as KubeVirt would (nfd-snp's are known;
     pass other definitions as further files), and checks it with the rules of KubeVirt's
-    admission webhook and the code the sidecar runs. Exit status: 0 when every VM gets
+    admission webhook and the code the sidecar runs; it names the path that serves each
+    VM (Plugins, hook sidecar, KubeVirt's defaults) and, with --node, what the Plugin's node
+    hook would answer on that node. Exit status: 0 when every VM gets
     SEV-SNP, 1 when one would not (each reason on its own line), 2 on unreadable input or a
     VM that cannot be checked from it.
 
@@ -568,15 +620,16 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
       nfd-snp kubevirt check-vm deploy/kubevirt/vm-snp.yaml
       kubectl get vm my-vm -o yaml | nfd-snp kubevirt check-vm -
       nfd-snp kubevirt check-vm my-vm.yaml --node ./node7-snapshot
+      nfd-snp kubevirt check-vm --plugins my-vm.yaml --host-root ./node7-snapshot
     """
-    from nfd_snp import kubevirt_check
+    from nfd_snp.kubevirt import check_vm as kubevirt_check
 
     objects = []
     for name in files:
         with click.open_file(name, "rb") as handle:
             data = handle.read(kubevirt_check.MAX_INPUT_BYTES + 1)
         objects += kubevirt_check.load_documents(data, "stdin" if name == "-" else name)
-    node = None
+    node = node_view = None
     if node_root is not None:
         from nfd_snp import facts_cache
         from nfd_snp.probe import probe_report
@@ -585,8 +638,16 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
         config = settings.build({"host_root": (node_root, "--node"), "libvirt": ("off", "--node")})
         report = probe_report(config).report
         node = (node_root, facts_cache.from_summary(facts_cache.summary(report)))
+        from nfd_snp.kubevirt.node_hook import NodeView
+
+        node_view = NodeView.from_report(report, config.ttl, time.time())
     results = kubevirt_check.check_documents(
-        objects, configmap=sidecar_configmap, vep_field=vep_field, node=node
+        objects,
+        configmap=sidecar_configmap,
+        vep_field=vep_field,
+        node=node,
+        plugins=plugins,
+        node_view=node_view,
     )
     click.echo(kubevirt_check.render(results), nl=False)
     click.get_current_context().exit(kubevirt_check.exit_status(results))

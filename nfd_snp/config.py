@@ -16,6 +16,7 @@ libvirt = auto         ; auto | required | off
 libvirt-timeout = 10
 host-root = /
 metrics-textfile =     ; empty: no Prometheus textfile
+node-hook-socket =     ; empty: no KubeVirt node hook
 
 This module is imported by every command (the CLI's options come from it): nothing heavy.
 """
@@ -167,6 +168,13 @@ SETTINGS = (
         None,
         "Also write Prometheus metrics for node-exporter's textfile collector.",
     ),
+    Setting(
+        "node-hook-socket",
+        OPTIONAL_FILE,
+        None,
+        "Also answer KubeVirt's node hooks (Plugins API, KubeVirt 1.9+) on this unix socket: "
+        "refuse SEV-SNP VMIs this node cannot run (needs grpcio).",
+    ),
 )
 SETTING: Dict[str, Setting] = {s.field: s for s in SETTINGS}
 
@@ -189,6 +197,7 @@ class Config(NamedTuple):
     output: str = _default("output")
     facts_cache: str = _default("facts_cache")
     metrics_textfile: Optional[str] = _default("metrics_textfile")
+    node_hook_socket: Optional[str] = _default("node_hook_socket")
 
 
 # field -> (value as given, where it was given); `where` prefixes every error message.

@@ -176,6 +176,10 @@ class Service:
         self.report: Optional[Report] = None
         self.verdicts: Optional[str] = None
         self.last_error: Optional[str] = None
+        # What the KubeVirt node hook answers from (nfd_snp.kubevirt.node_hook.NodeView):
+        # replaced whole after each probe, never changed, so a call reads one probe's facts.
+        self.node_view = None
+        self.node_hook = None
 
     def log(self, line: str, priority: int = INFO) -> None:
         """One line at a syslog priority; host strings in it (model names, paths, errors)
@@ -215,6 +219,10 @@ class Service:
         if change:
             self.log(change)
         self.published, self.report = pub, report
+        if self.config.node_hook_socket:
+            from nfd_snp.kubevirt.node_hook import NodeView
+
+            self.node_view = NodeView.from_report(report, self.config.ttl, now)
         self.log(
             f"cycle: feature file {result.reason}, labels expire {nfd.rfc3339(result.expiry)}, "
             f"{1000 * (time.perf_counter() - started):.1f} ms",
@@ -247,6 +255,13 @@ class Service:
         except NfdSnpError as exc:
             self.log(f"reload failed, keeping the running configuration: {exc}", ERR)
             return
+        if config.node_hook_socket != self.config.node_hook_socket:
+            self.log(
+                f"node-hook-socket stays {self.config.node_hook_socket or 'off'} until the "
+                "service restarts",
+                NOTICE,
+            )
+            config = config._replace(node_hook_socket=self.config.node_hook_socket)
         if config != self.config:
             self.log(
                 f"configuration reloaded: every {config.interval:g} s -> {config.output}",
@@ -254,6 +269,17 @@ class Service:
             )
             self.config = config
             self._warn_untrusted_facts()
+
+    def _start_node_hook(self) -> None:
+        """Serve KubeVirt's node hook once the first probe's facts are there to answer from."""
+        from nfd_snp.kubevirt.node_hook_server import NodeHookServer
+
+        server = NodeHookServer(
+            self.config.node_hook_socket, lambda: self.node_view, self._log, self.clock
+        )
+        server.start()
+        self.node_hook = server
+        self.log(f"answering KubeVirt's node hook on {server.path}", NOTICE)
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT: lock, sweep, tell systemd it is ready, loop."""
@@ -271,9 +297,13 @@ class Service:
                 if signals.take_reload():
                     self._reload()
                 self.cycle()
+                if self.config.node_hook_socket and self.node_hook is None:
+                    self._start_node_hook()
                 signals.wait(self.config.interval)
             notify_systemd("STOPPING=1")
         finally:
+            if self.node_hook is not None:
+                self.node_hook.stop()
             os.close(lock)
         self.log("stopped")
         return 0

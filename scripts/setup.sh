@@ -25,6 +25,7 @@ if [ "$test_deps" = 1 ]; then
   packages="$packages rpm rpmlint cpio make git python3-pip python3-setuptools python3-wheel"
   packages="$packages python3-pytest python3-hypothesis python3-lxml python3-click python3-psutil"
   packages="$packages python3-yaml python3-jsonschema python3-jsonpatch python3-prometheus-client python3-libvirt"
+  packages="$packages python3-grpcio"
 fi
 missing=""
 for p in $packages; do
@@ -40,8 +41,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-extra="[libvirt]"
-[ "$test_deps" = 1 ] && extra="[libvirt,test]"
+extra="[libvirt,kubevirt]"
+[ "$test_deps" = 1 ] && extra="[libvirt,kubevirt,test]"
 echo "setup: installing nfd-snp$extra into .venv"
 # compat mode: a plain path entry, not an import-hook finder that slows every start
 .venv/bin/python -m pip install -q --disable-pip-version-check \

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nfd_snp import kubevirt_check
+from nfd_snp.kubevirt import check_vm as kubevirt_check
 from nfd_snp.cli import cli
 from nfd_snp.errors import InputError
 from tests.conftest import REPO
@@ -86,7 +86,8 @@ def test_a_vm_spelled_out_without_instancetypes_passes():
     status, out = check_vm("-", stdin=dump(spelled))
     assert (status, out) == (
         0,
-        "VirtualMachine vm: SEV-SNP (launchSecurity.snp); default options\n",
+        "VirtualMachine vm: SEV-SNP (launchSecurity.snp); default options\n"
+        "  path: hook sidecar (Sidecar feature gate)\n",
     )
 
 
@@ -216,7 +217,8 @@ def test_a_vmi_and_a_list_in_json():
         "VirtualMachineInstance team-a/vmi: SEV-SNP (launchSecurity.snp); options: hostData, "
         "policy=0x00030000"
     )
-    assert out.splitlines()[1] == "VirtualMachine plain: not an SEV-SNP VM"
+    assert out.splitlines()[1] == "  path: hook sidecar (Sidecar feature gate)"
+    assert out.splitlines()[2] == "VirtualMachine plain: not an SEV-SNP VM"
 
 
 def test_other_instancetypes_come_from_the_input(tmp_path):
@@ -361,3 +363,78 @@ def test_a_vm_judged_against_a_node(node, policy, status, message):
     assert got == status and message in out, out
     # without the node, only what every KVM refuses counts
     assert check_vm("-", stdin=dump(obj))[0] == 0
+
+
+# -- KubeVirt 1.9+ with nfd-snp's Plugin ---------------------------------------------------
+
+
+def test_with_the_plugin_options_need_no_sidecar_and_the_path_is_named():
+    obj = vm({"sev-snp.kubevirt.io/host-data": HOST_DATA})
+    status, out = check_vm("-", stdin=dump(obj))  # the 1.7 instancetype brings the sidecar
+    assert status == 0 and "path: hook sidecar (Sidecar feature gate)" in out, out
+    status, out = check_vm("--plugins", "-", stdin=dump(obj))  # the 1.9 one does not
+    assert status == 0, out
+    assert "path: Plugins: nfd-snp's node hook and CEL domain hook (KubeVirt 1.9+)" in out
+    spelled = vm({"sev-snp.kubevirt.io/host-data": HOST_DATA}, domain={**EFI}, by_name=False)
+    spelled["spec"]["template"]["spec"]["domain"]["launchSecurity"] = {"snp": {}}
+    status, out = check_vm("-", stdin=dump(spelled))
+    assert status == 1 and "would be ignored" in out
+    assert "path: KubeVirt's own SEV-SNP, without nfd-snp's options" in out
+    # the SEV path has no place there: the node hook refuses it without a sidecar
+    sev = vm({"sev-snp.kubevirt.io/secure-nested-paging": "true"}, by_name=False)
+    sev["spec"]["template"]["spec"]["domain"].update(EFI, launchSecurity={"sev": {}})
+    status, out = check_vm("--plugins", "-", stdin=dump(sev))
+    assert status == 1 and "the nfd-snp node hook would refuse it" in out
+
+
+@pytest.mark.parametrize(
+    "node, annotations, answer",
+    [
+        ("nfd_snp/samples/genoa-snp-ready", {}, "node hook: admits it"),
+        (
+            "nfd_snp/samples/milan-snp-off",
+            {},
+            "node hook: refuses it (FAILED_PRECONDITION): SEV-SNP VM cannot start: node "
+            f"{REPO}/nfd_snp/samples/milan-snp-off is not SEV-SNP ready (blocked by: bios.rmp",
+        ),
+        (
+            "tests/data/hosts/milan-enarx-es-asids-full",
+            {},
+            "node hook: refuses it (RESOURCE_EXHAUSTED): SEV-SNP VM cannot start: no free",
+        ),
+        (
+            "nfd_snp/samples/genoa-snp-ready",
+            {"sev-snp.kubevirt.io/host-data": HOST_DATA[:20] + "\n" + HOST_DATA[20:]},
+            "node hook: refuses it (INVALID_ARGUMENT): refusing SEV-SNP for this VMI: annotation "
+            "sev-snp.kubevirt.io/host-data: write the value without spaces",
+        ),
+    ],
+)
+def test_what_the_node_hook_would_answer_on_a_node_snapshot(node, annotations, answer):
+    status, out = check_vm(
+        "--plugins", "-", "--host-root", str(REPO / node), stdin=dump(vm(annotations))
+    )
+    assert answer in out, out
+    assert status == (0 if "admits" in answer else 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PLACES), _json), min_size=1, max_size=4))
+def test_hostile_manifests_never_crash_the_plugins_view(edits):
+    from nfd_snp.kubevirt.node_hook import NodeView
+    from tests.conftest import SAMPLES, report_of
+
+    global _READY_VIEW
+    if _READY_VIEW is None:
+        _READY_VIEW = NodeView.from_report(report_of(SAMPLES / "genoa-snp-ready"), 600, 0)
+    obj = vm({"sev-snp.kubevirt.io/host-data": HOST_DATA})
+    for path, value in edits:
+        _put(obj, path, value)
+    try:
+        results = kubevirt_check.check_documents([obj], plugins=True, node_view=_READY_VIEW)
+    except InputError:
+        return
+    kubevirt_check.render(results)
+
+
+_READY_VIEW = None

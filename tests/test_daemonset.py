@@ -103,9 +103,12 @@ def test_every_host_path_the_probe_reads_is_mounted_read_only(daemonset):
         assert not any(f"/host/{rel}".startswith(p + "/") for p in visible), rel
 
 
-def test_it_writes_only_the_feature_file_and_the_facts_cache(daemonset):
+def test_it_writes_only_the_feature_file_the_facts_cache_and_the_hook_socket(daemonset):
     writable = {(h, m) for h, _t, m, ro in mounts(daemonset) if not ro}
-    assert writable == {(FEATURES_DIR, FEATURES_DIR), (os.path.dirname(FACTS),) * 2}
+    plugins = "/var/run/kubevirt/plugins"  # where virt-handler dials node hooks
+    assert writable == {(FEATURES_DIR, FEATURES_DIR), (os.path.dirname(FACTS),) * 2, (plugins,) * 2}
+    args = container(daemonset)["args"]
+    assert args[args.index("--node-hook-socket") + 1].startswith(plugins + "/")
     assert container(daemonset)["securityContext"]["readOnlyRootFilesystem"] is True
 
 
@@ -175,8 +178,8 @@ def image(tmp_path_factory):
     need(os.geteuid() == 0, "mount namespaces need root")
     need(shutil.which("unshare") is not None, "unshare (util-linux) is not installed")
     system_python = "/usr/bin/python3"
-    probe = subprocess.run([system_python, "-c", "import click, lxml, psutil"])
-    need(probe.returncode == 0, "Debian's python3-click, python3-lxml, python3-psutil")
+    probe = subprocess.run([system_python, "-c", "import click, lxml, psutil, grpc"])
+    need(probe.returncode == 0, "Debian's python3-click, -lxml, -psutil and -grpcio")
     base = tmp_path_factory.mktemp("image")
     context = base / "context"
     context.mkdir()
@@ -317,16 +320,40 @@ def _expiry(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
+def node_hook_answer(sock: Path) -> str:
+    """The status of an SNP VMI's PreVMStart, asked as virt-handler asks it."""
+    grpc = pytest.importorskip("grpc")
+    pytest.importorskip("grpc_tools")
+    from tests.plugin_client import generated, node_hook_stub, request
+
+    pb2, _ = generated()
+    vmi = {
+        "metadata": {"name": "vm", "uid": "u"},
+        "spec": {"domain": {"launchSecurity": {"snp": {}}}},
+    }
+    channel, stub = node_hook_stub(str(sock))
+    try:
+        stub.ExecuteNodeHook(request(pb2, "PreVMStart", json.dumps(vmi).encode()), timeout=10)
+        return "OK"
+    except grpc.RpcError as exc:
+        return f"{exc.code().name}: {exc.details()}"
+    finally:
+        channel.close()
+
+
 def test_pod_publishes_labels_that_expire_and_drops_them_when_snp_goes(daemonset, image, tmp_path):
     host = kubevirt_node(tmp_path / "host")
     feature_file = host / DEFAULT_OUTPUT.lstrip("/")
     facts_file = host / FACTS.lstrip("/")
+    hook = host / "var/run/kubevirt/plugins/nfd-snp.sock"
     before = tree(host)
 
-    # 1. The pod starts: the feature file and the facts cache appear on the host.
+    # 1. The pod starts: the feature file and the facts cache appear on the host, and the
+    #    node hook answers on the host's socket, where virt-handler dials it.
     started = time.time()
     pod = start_pod(daemonset, host, image, tmp_path)
-    wait_for(lambda: feature_file.exists() and facts_file.exists(), pod)
+    wait_for(lambda: feature_file.exists() and facts_file.exists() and hook.exists(), pod)
+    assert node_hook_answer(hook) == "OK"
     stop_pod(pod)
     # The only new files (the kubelet made the DirectoryOrCreate directories) are these, and
     # the service's single-instance lock beside the facts cache.

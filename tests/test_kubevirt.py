@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nfd_snp import kubevirt, xmlio
+from nfd_snp import xmlio
+from nfd_snp.kubevirt import sidecar as kubevirt
 from nfd_snp.errors import DomainError, InputError
 from tests.conftest import REPO
 

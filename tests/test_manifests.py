@@ -17,7 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nfd_snp import kubevirt, kubevirt_check, kubevirt_manifests, sidecar_bundle, yamlout
+from nfd_snp import yamlout
+from nfd_snp.kubevirt import check_vm as kubevirt_check
+from nfd_snp.kubevirt import manifests as kubevirt_manifests
+from nfd_snp.kubevirt import sidecar as kubevirt
+from nfd_snp.kubevirt import sidecar_bundle
 from tests.conftest import REPO, SHARED
 from tests.kubevirt_api import GROUPS, KubeVirtAPI
 
@@ -26,7 +30,8 @@ DEPLOY = REPO / "deploy"
 DOCS = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
 OPENAPI = SHARED / "fixtures" / "kubevirt" / "openapi-swagger.json"
 CORE_GROUPS = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1", "policy/v1")
-OTHER_CRD_GROUPS = ("nfd.k8s-sigs.io/v1alpha1",)  # NFD's API (deploy/nfd, tested there)
+# NFD's API (deploy/nfd, tested there) and KubeVirt's Plugin CRD (tests/test_plugin.py)
+OTHER_CRD_GROUPS = ("nfd.k8s-sigs.io/v1alpha1", "plugin.kubevirt.io/v1alpha1")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +118,26 @@ def test_every_kubevirt_object_in_deploy_was_checked():
         "VirtualMachineClusterPreference",
         "ConfigMap",
         "DaemonSet",
+        "Plugin",
     } <= kinds
+
+
+def test_the_kubevirt_1_9_set_uses_no_deprecated_field():
+    """1.9 warns about launchSecurity in instancetypes ("deprecated ... Use preference
+    instead"); its set asks through the preference and needs no hook sidecar."""
+    docs = list(yaml.safe_load_all((DEPLOY / "kubevirt" / "instancetypes-1.9.yaml").read_text()))
+    *instancetypes, preference = docs
+    for doc in instancetypes:
+        assert "launchSecurity" not in doc["spec"] and "annotations" not in doc["spec"]
+        assert doc["spec"]["nodeSelector"]["sev-snp.node.kubevirt.io/enabled"] == "true"
+    assert preference["spec"]["preferredLaunchSecurity"] == {"snp": {}}
+    assert preference["spec"]["firmware"]["preferredEfi"] == {
+        "secureBoot": False,
+        "persistent": False,
+    }
+    names = {d["metadata"]["name"] for d in docs}
+    older = yaml.safe_load_all((DEPLOY / "kubevirt" / "instancetypes-1.7.yaml").read_text())
+    assert names == {d["metadata"]["name"] for d in older}  # a VM's names survive the upgrade
 
 
 # -- generated manifests --------------------------------------------------------------------
@@ -123,7 +147,8 @@ def test_every_kubevirt_object_in_deploy_was_checked():
     "path, generate",
     [
         ("kubevirt/sidecar-configmap.yaml", lambda: sidecar_bundle.configmap("nfd-snp-sidecar")),
-        ("kubevirt/instancetypes.yaml", lambda: kubevirt_manifests.render("snp")),
+        ("kubevirt/instancetypes-1.7.yaml", lambda: kubevirt_manifests.render("snp")),
+        ("kubevirt/instancetypes-1.9.yaml", lambda: kubevirt_manifests.render("plugins")),
         (
             "kubevirt/instancetypes-snp-on-sev.yaml",
             lambda: kubevirt_manifests.render("snp-on-sev"),
@@ -174,7 +199,10 @@ def test_instancetypes_follow_the_configmap_name():
         ("vm-snp-on-sev.yaml", kubevirt.ANNOTATION),
     ],
 )
-def test_a_vm_by_name_expands_to_a_valid_snp_vmi(api, name, form):
+@pytest.mark.parametrize("plugins", [False, True], ids=["sidecar", "plugins"])
+def test_a_vm_by_name_expands_to_a_valid_snp_vmi(api, name, form, plugins):
+    if plugins and form != kubevirt_check.UPSTREAM:
+        pytest.skip("KubeVirt 1.9 has launchSecurity.snp: the SEV path is for older ones")
     vm = yaml.safe_load((DEPLOY / "kubevirt" / name).read_text())
     template = vm["spec"]["template"]
     # The developer wrote names only: nothing about AMD in the VM.
@@ -182,16 +210,20 @@ def test_a_vm_by_name_expands_to_a_valid_snp_vmi(api, name, form):
     assert "nodeSelector" not in template["spec"] and "firmware" not in template["spec"]["domain"]
     assert not any("hooks.kubevirt.io" in k for k in template["metadata"].get("annotations", {}))
     result = kubevirt_check.Result(kind="VirtualMachine", name=name)
-    vmi = kubevirt_check.expand(vm, kubevirt_manifests.builtin_definitions(), result)
+    definitions = kubevirt_manifests.builtin_definitions(plugins)
+    vmi = kubevirt_check.expand(vm, definitions, result)
     assert result.errors == [] and result.unchecked is None
     assert api.errors(vmi) == []
     domain = vmi["spec"]["domain"]
     assert domain["firmware"]["bootloader"]["efi"] == {"secureBoot": False, "persistent": False}
     assert domain["features"]["smm"] == {"enabled": False}
     assert vmi["spec"]["nodeSelector"]["sev-snp.node.kubevirt.io/enabled"] == "true"
-    checked = kubevirt_check.check(
-        vm, kubevirt_manifests.builtin_definitions(), "nfd-snp-sidecar", False
+    assert domain["launchSecurity"] == (
+        {"snp": {}} if form == kubevirt_check.UPSTREAM else {"sev": {}}
     )
+    if plugins:
+        return  # check-vm's view of the Plugins path: tests/test_check_vm.py
+    checked = kubevirt_check.check(vm, definitions, "nfd-snp-sidecar", False)
     assert checked.served and checked.request == form, kubevirt_check.render([checked])
 
 

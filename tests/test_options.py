@@ -11,7 +11,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from nfd_snp import kubevirt, xmlio
+from nfd_snp import xmlio
+from nfd_snp.kubevirt import sidecar as kubevirt
 from nfd_snp.cli import cli
 from nfd_snp.domain import engine
 from nfd_snp.domain.cli_support import rewrite_text

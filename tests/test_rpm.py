@@ -90,6 +90,9 @@ def test_nfd_snp_pulls_no_libvirt(built):
     for dep in ("python3-lxml", "python3-click", "python3-psutil"):
         assert dep in requires.split()
     assert "python3-libvirt" in rpmq("--recommends", str(rpm)).split()
+    # the node hook's grpcio is optional too: nfd-snp installs and runs without it
+    assert "grpc" not in requires, requires
+    assert "python3-grpcio" in rpmq("--recommends", str(rpm)).split()
     assert "prometheus" not in rpmq("--suggests", str(rpm))
 
 

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nfd_snp import sidecar_bundle
+from nfd_snp.kubevirt import sidecar_bundle
 from nfd_snp import xmlio
 from nfd_snp.errors import ProgrammingError
 from tests.conftest import REPO, SHARED, built_chroot

@@ -16,7 +16,7 @@ from pathlib import Path
 from nfd_snp import __version__
 from nfd_snp.errors import ProgrammingError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Module name -> file, in import order. Packages are marked by their __init__.py file.
 MODULES = (
     ("nfd_snp", "__init__.py"),
@@ -25,7 +25,8 @@ MODULES = (
     ("nfd_snp.domain", "domain/__init__.py"),
     ("nfd_snp.domain.options", "domain/options.py"),
     ("nfd_snp.domain.engine", "domain/engine.py"),
-    ("nfd_snp.kubevirt", "kubevirt.py"),
+    ("nfd_snp.kubevirt", "kubevirt/__init__.py"),
+    ("nfd_snp.kubevirt.sidecar", "kubevirt/sidecar.py"),
 )
 
 # A section starts with this line; the module's source follows verbatim up to the next one.
@@ -80,7 +81,7 @@ class Bundle(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def main():
     sys.meta_path.insert(0, Bundle(MODULES))
-    from nfd_snp.kubevirt import main as hook
+    from nfd_snp.kubevirt.sidecar import main as hook
 
     return hook(sys.argv[1:])
 '''
@@ -119,7 +120,7 @@ def build_script() -> str:
 
 def configmap(name: str) -> str:
     """A ConfigMap whose key `onDefineDomain` holds the script (mount it at hookPath)."""
-    from nfd_snp import kubevirt_manifests as km
+    from nfd_snp.kubevirt import manifests as km
     from nfd_snp import yamlout
 
     header = (

@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from nfd_snp import kubevirt
-from nfd_snp import kubevirt_manifests as km
+from nfd_snp.kubevirt import manifests as km
+from nfd_snp.kubevirt import sidecar as kubevirt
 from nfd_snp.errors import DomainError, InputError
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -52,10 +52,15 @@ class Result:
     errors: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     unchecked: Optional[str] = None  # why the input does not allow a check
+    path: Optional[str] = None  # what serves its SEV-SNP request (PATHS)
+    node_hook: Optional[str] = None  # what the Plugin's node hook answers on --node
 
     @property
     def served(self) -> bool:
-        return self.request is not None and not self.errors and self.unchecked is None
+        refused = (self.node_hook or "").startswith("refuses")
+        return (
+            self.request is not None and not self.errors and self.unchecked is None and not refused
+        )
 
 
 # -- reading the input ---------------------------------------------------------------------
@@ -419,6 +424,29 @@ def kubevirt_domain(vmi: dict) -> str:
 
 # -- one VM --------------------------------------------------------------------------------
 
+# What serves a VM's SEV-SNP request, by how it asks and what the cluster runs.
+PATH_PLUGINS = "Plugins: nfd-snp's node hook and CEL domain hook (KubeVirt 1.9+)"
+PATH_SIDECAR = "hook sidecar (Sidecar feature gate)"
+PATH_DEFAULTS = "KubeVirt's own SEV-SNP, without nfd-snp's options"
+PATH_SEV = "SEV made SEV-SNP by the hook sidecar (KubeVirt before 1.7)"
+
+
+def _path(request: str, entry, plugins: bool) -> str:
+    if request != UPSTREAM:
+        return PATH_SEV
+    if entry is not None:
+        return PATH_SIDECAR + (" and the Plugin's hooks" if plugins else "")
+    return PATH_PLUGINS if plugins else PATH_DEFAULTS
+
+
+def node_hook_answer(vmi: dict, node_view, label: str) -> str:
+    """What the Plugin's node hook answers at PreVMStart on the node of `node_view`."""
+    from nfd_snp.kubevirt import node_hook
+
+    body = json.dumps(vmi, default=str).encode()
+    answer = node_hook.decide("PreVMStart", body, label, node_view, node_view.probed_at)
+    return "admits it" if answer.admitted else f"refuses it ({answer.code}): {answer.message}"
+
 
 def judge_on_node(request, node) -> List[str]:
     """What one node (label, NodeFacts) would refuse of an SEV-SNP request: the node cannot
@@ -440,7 +468,15 @@ def judge_on_node(request, node) -> List[str]:
     return errors
 
 
-def check(obj: dict, definitions: dict, configmap: str, vep_field: bool, node=None) -> Result:
+def check(
+    obj: dict,
+    definitions: dict,
+    configmap: str,
+    vep_field: bool,
+    node=None,
+    plugins: bool = False,
+    node_view=None,
+) -> Result:
     metadata = _mapping(obj.get("metadata"))
     name = str(metadata.get("name") or "(no name)")
     if metadata.get("namespace"):
@@ -492,7 +528,18 @@ def check(obj: dict, definitions: dict, configmap: str, vep_field: bool, node=No
         result.errors += judge_on_node(request, node)
     entry, problems = sidecar_entry(annotations, configmap)
     result.errors += problems
-    if entry is None:
+    result.path = _path(result.request, entry, plugins)
+    if node_view is not None:
+        result.node_hook = node_hook_answer(vmi, node_view, node[0] if node else "the node")
+    if plugins:
+        from nfd_snp.kubevirt import node_hook
+
+        problem = node_hook.request_problem(vmi, result.request, request)
+        if problem:
+            result.errors.append(f"the nfd-snp node hook would refuse it: {problem}")
+    if entry is None and plugins and result.request == UPSTREAM:
+        pass  # the Plugin's CEL domain hook writes the options
+    elif entry is None:
         if result.request != UPSTREAM:
             result.errors.append(
                 f"no nfd-snp sidecar ({km.SIDECAR_ANNOTATION} naming ConfigMap {configmap}): "
@@ -531,9 +578,13 @@ def check_documents(
     configmap: str = km.SIDECAR_CONFIGMAP,
     vep_field: bool = False,
     node: Optional[Tuple[str, object]] = None,
+    plugins: bool = False,
+    node_view=None,
 ) -> List[Result]:
-    """Check every VM/VMI in `objects`; `node` (label, NodeFacts) also judges them there."""
-    definitions = km.builtin_definitions()
+    """Check every VM/VMI in `objects`; `node` (label, NodeFacts) also judges them there, and
+    `node_view` (a node_hook.NodeView of it) says what the Plugin's node hook answers.
+    `plugins`: the cluster runs nfd-snp's Plugin (KubeVirt 1.9+) and its instancetypes."""
+    definitions = km.builtin_definitions(plugins)
     for obj in objects:
         if obj.get("kind") in DEFINITION_KINDS:
             name = _mapping(obj.get("metadata")).get("name")
@@ -541,7 +592,7 @@ def check_documents(
     vms = [obj for obj in objects if obj.get("kind") in VM_KINDS]
     if not vms:
         raise InputError("no VirtualMachine or VirtualMachineInstance in the input")
-    return [check(vm, definitions, configmap, vep_field, node) for vm in vms]
+    return [check(vm, definitions, configmap, vep_field, node, plugins, node_view) for vm in vms]
 
 
 def render(results: List[Result]) -> str:
@@ -559,6 +610,10 @@ def render(results: List[Result]) -> str:
         else:
             head += f"asks for SEV-SNP ({r.request}) but would not get it"
         lines.append(head)
+        if r.path:
+            lines.append(f"  path: {r.path}")
+        if r.node_hook:
+            lines.append(f"  node hook: {r.node_hook}")
         lines += [f"  error: {e}" for e in r.errors]
         lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines) + "\n"

@@ -8,9 +8,13 @@ them as KubeVirt would. A developer then writes only names:
       instancetype: {name: snp.medium}
       preference: {name: snp}
 
-Two families, because KubeVirt grew SEV-SNP in v1.7 (launchSecurity.snp, policy fixed at
-0x30000, the kubevirt.io/sev-snp node label from its node labeller):
+Three families, because KubeVirt grew SEV-SNP in v1.7 (launchSecurity.snp, policy fixed at
+0x30000, the kubevirt.io/sev-snp node label from its node labeller) and Plugins in v1.9:
 
+- `snp.*` for KubeVirt >= 1.9 with Plugins (PLUGINS): no launchSecurity in the instancetype
+  (1.9 deprecates it there, with an admission warning), the preference `snp` asks with
+  `preferredLaunchSecurity: {snp: {}}`, and no sidecar: the Plugin's node and CEL domain
+  hooks serve the options (nfd_snp.kubevirt.plugin);
 - `snp.*` (KubeVirt >= 1.7): `launchSecurity: {snp: {}}`; the sidecar adds the advanced
   options (annotations) and keeps the firmware KubeVirt chose.
 - `snp-on-sev.*` (older KubeVirt): `launchSecurity: {sev: {}}` (so the VM's pod gets
@@ -26,7 +30,7 @@ from __future__ import annotations
 import json
 
 from nfd_snp import __version__
-from nfd_snp.kubevirt import REQUEST_ANNOTATION
+from nfd_snp.kubevirt.sidecar import REQUEST_ANNOTATION
 
 # The hook sidecar (KubeVirt pkg/hooks/hooks.go HookSidecar): the shim mounts the ConfigMap's
 # key at hookPath and runs it with --version; v1alpha2 is the oldest API with onDefineDomain
@@ -50,7 +54,9 @@ PREFERENCE = "snp"
 SIZES = (("small", 1, "2Gi"), ("medium", 2, "4Gi"), ("large", 4, "8Gi"), ("xlarge", 8, "16Gi"))
 UPSTREAM = "snp"
 ON_SEV = "snp-on-sev"
+PLUGINS = "plugins"  # KubeVirt 1.9+: named snp.* too, so a VM's names survive the upgrade
 FAMILIES = (UPSTREAM, ON_SEV)
+NAME_PREFIX = {UPSTREAM: "snp", ON_SEV: "snp-on-sev", PLUGINS: "snp"}
 
 _LABELS = {
     "app.kubernetes.io/name": "nfd-snp",
@@ -83,7 +89,12 @@ def _metadata(name: str, description: str) -> dict:
 
 def instancetype(family: str, size: str, configmap: str = SIDECAR_CONFIGMAP) -> dict:
     cpus, memory = {s: (c, m) for s, c, m in SIZES}[size]
-    if family == UPSTREAM:
+    if family == PLUGINS:
+        launch = None
+        selector = {NODE_LABEL: "true", KUBEVIRT_SNP_LABEL: "true"}
+        annotations = None
+        how = "KubeVirt 1.9+: SEV-SNP from the preference, options from the nfd-snp Plugin"
+    elif family == UPSTREAM:
         launch = {"snp": {}}
         selector = {NODE_LABEL: "true", KUBEVIRT_SNP_LABEL: "true"}
         annotations = {SIDECAR_ANNOTATION: hook_sidecars(configmap)}
@@ -96,58 +107,71 @@ def instancetype(family: str, size: str, configmap: str = SIDECAR_CONFIGMAP) -> 
     else:
         raise ValueError(f"unknown instancetype family {family!r}")
     gib = memory[:-2]
+    spec = {"cpu": {"guest": cpus}, "memory": {"guest": memory}}
+    if launch is not None:
+        # Before 1.9 the instancetype is the only place that makes the name alone ask for
+        # SEV-SNP (preferredLaunchSecurity came with 1.9, which deprecates this field).
+        spec["launchSecurity"] = launch
+    spec["nodeSelector"] = selector  # preferences have no node selector
+    if annotations is not None:
+        spec["annotations"] = annotations
     return {
         "apiVersion": INSTANCETYPE_API,
         "kind": INSTANCETYPE_KIND,
         "metadata": _metadata(
-            f"{family}.{size}",
+            f"{NAME_PREFIX[family]}.{size}",
             f"AMD SEV-SNP {size}: {cpus} vCPU, {gib} GiB; {how}; use with preference {PREFERENCE}",
         ),
-        "spec": {
-            "cpu": {"guest": cpus},
-            "memory": {"guest": memory},
-            # launchSecurity in an instancetype is deprecated for a future v1beta2/v1 API, and
-            # preferredLaunchSecurity (v1.9+) is only a preference a VM may override; here it
-            # is what makes the name alone ask for SEV-SNP.
-            "launchSecurity": launch,
-            "nodeSelector": selector,
-            "annotations": annotations,
-        },
+        "spec": spec,
     }
 
 
-def preference() -> dict:
+def preference(family: str = UPSTREAM) -> dict:
+    spec = {
+        "firmware": {"preferredEfi": {"secureBoot": False, "persistent": False}},
+        "features": {"preferredSmm": {"enabled": False}},
+    }
+    what = "AMD SEV-SNP guest; EFI without Secure Boot or variable store, no SMM"
+    if family == PLUGINS:
+        spec["preferredLaunchSecurity"] = {"snp": {}}  # KubeVirt 1.9+
+        what = "AMD SEV-SNP guest (launchSecurity.snp); " + what[len("AMD SEV-SNP guest; ") :]
     return {
         "apiVersion": INSTANCETYPE_API,
         "kind": PREFERENCE_KIND,
-        "metadata": _metadata(
-            PREFERENCE, "AMD SEV-SNP guest; EFI without Secure Boot or variable store, no SMM"
-        ),
-        "spec": {
-            "firmware": {"preferredEfi": {"secureBoot": False, "persistent": False}},
-            "features": {"preferredSmm": {"enabled": False}},
-        },
+        "metadata": _metadata(PREFERENCE, what),
+        "spec": spec,
     }
 
 
 def objects(family: str, configmap: str = SIDECAR_CONFIGMAP) -> list:
     """The family's instancetypes, smallest first, then the preference."""
-    return [instancetype(family, size, configmap) for size, _c, _m in SIZES] + [preference()]
+    sizes = [instancetype(family, size, configmap) for size, _c, _m in SIZES]
+    return sizes + [preference(family)]
 
 
-def builtin_definitions() -> dict:
-    """{(kind, name): object} for every instancetype and preference nfd-snp ships."""
+def builtin_definitions(plugins: bool = False) -> dict:
+    """{(kind, name): object} for every instancetype and preference nfd-snp ships for a
+    KubeVirt with Plugins (1.9+) or without (the sidecar families)."""
     found = {}
-    for family in FAMILIES:
+    for family in (ON_SEV, PLUGINS) if plugins else FAMILIES:  # the last preference wins
         for obj in objects(family):
             found[(obj["kind"], obj["metadata"]["name"])] = obj
     return found
 
 
 HEADERS = {
+    PLUGINS: (
+        "SEV-SNP instancetypes for KubeVirt 1.9 and later, and the preference that asks for\n"
+        "launchSecurity.snp (preferredLaunchSecurity; 1.9 deprecates launchSecurity in\n"
+        "instancetypes). Generated by `nfd-snp kubevirt instancetypes`; do not edit.\n"
+        "  spec: {instancetype: {name: snp.medium}, preference: {name: snp}}\n"
+        "Needs: the nfd-snp node labels; for the sev-snp.kubevirt.io/* options and node checks,\n"
+        "the Plugins feature gate and deploy/kubevirt/plugin.yaml (docs/kubevirt.md)."
+    ),
     UPSTREAM: (
-        "SEV-SNP instancetypes for KubeVirt 1.7 and later (launchSecurity.snp), and the\n"
-        "preference they need. Generated by `nfd-snp kubevirt instancetypes`; do not edit.\n"
+        "SEV-SNP instancetypes for KubeVirt 1.7 to 1.9 with hook sidecars (launchSecurity.snp),\n"
+        "and the preference they need. Generated by `nfd-snp kubevirt instancetypes --kubevirt\n"
+        "1.7`; do not edit.\n"
         "A VM asks for SEV-SNP by name:\n"
         "  spec: {instancetype: {name: snp.medium}, preference: {name: snp}}\n"
         "Needs: the nfd-snp node labels, the sidecar ConfigMap in the VM's namespace, and the\n"
@@ -156,7 +180,7 @@ HEADERS = {
     ON_SEV: (
         "SEV-SNP instancetypes for KubeVirt releases before 1.7 (no launchSecurity.snp): SEV\n"
         "launch security that the nfd-snp sidecar turns into SEV-SNP, and the preference they\n"
-        "need. Generated by `nfd-snp kubevirt instancetypes --snp-on-sev`; do not edit.\n"
+        "need. Generated by `nfd-snp kubevirt instancetypes --kubevirt 1.6`; do not edit.\n"
         "  spec: {instancetype: {name: snp-on-sev.medium}, preference: {name: snp}}\n"
         "Needs: the nfd-snp node labels, the sidecar ConfigMap in the VM's namespace, and the\n"
         "Sidecar and WorkloadEncryptionSEV feature gates (docs/kubevirt.md)."
