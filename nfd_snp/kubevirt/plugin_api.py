@@ -43,9 +43,8 @@ def _varint(data: bytes, pos: int):
         byte = data[i]
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
-            if value >= 1 << 64:
-                raise WireError("a varint overflows 64 bits")
-            return value, i + 1
+            # protobuf keeps the low 64 bits of a 10-byte varint (upb's _upb_Decoder_DecodeVarint)
+            return value & 0xFFFFFFFFFFFFFFFF, i + 1
         shift += 7
     raise WireError("a varint is truncated or longer than 10 bytes")
 
@@ -67,8 +66,10 @@ def _skip(data: bytes, pos: int, wire: int, number: int, depth: int) -> int:
                 raise WireError("a group is not closed")
             tag, pos = _varint(data, pos)
             inner_number, inner_wire = tag >> 3, tag & 7
-            if inner_number == 0:
-                raise WireError("field number 0")
+            # Inside a skipped group protobuf (upb's _upb_WireReader_SkipGroup) takes any
+            # 32-bit tag, field number 0 included, as a value to skip: so does this decoder.
+            if tag >= 1 << 32:
+                raise WireError("a tag overflows 32 bits")
             if inner_wire == EGROUP:
                 if inner_number != number:
                     raise WireError("a group is closed by another field number")
