@@ -91,6 +91,27 @@ def test_check_status_is_the_report(host):
         assert current == [result.outcome.status], result.check.name
 
 
+def test_blocked_by_is_the_verdicts_causes_and_the_features(host):
+    """One series per guest type and check that gates it, 1 exactly for the checks the
+    verdict names, which are also the node's blocked-by features."""
+    report, _, samples = host
+    features = dict(nfd.publication(report).features)
+    for verdict in report.verdicts:
+        gating = [r.check.name for r in report.results if verdict.guest in r.check.gates]
+        series = {
+            check: value(samples, "nfd_snp_blocked_by", guest=verdict.guest.value, check=check)
+            for check in gating
+        }
+        assert None not in series.values()
+        assert {c for c, v in series.items() if v == 1} == set(verdict.blocking)
+        prefix = f"{verdict.guest.value}.node.kubevirt.io/blocked-by."
+        assert {k[len(prefix) :] for k in features if k.startswith(prefix)} == set(
+            verdict.blocking
+        )
+    names = [n for n, _labels in samples if n == "nfd_snp_blocked_by"]
+    assert len(names) < 3 * len(report.results)  # bounded by the fixed set of checks
+
+
 def test_asids_are_the_features_and_the_checks(host):
     report, _, samples = host
     features = dict(nfd.publication(report).features)
