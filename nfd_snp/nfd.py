@@ -40,6 +40,7 @@ BLOCKED_VALUES = {Readiness.NO: "fail", Readiness.UNKNOWN: "unknown"}
 def namespace(guest: Guest) -> str:
     return f"{guest.value}.node.kubevirt.io/"
 
+
 # Kubernetes label syntax (apimachinery validation): a DNS-subdomain prefix, a name of at
 # most 63 characters, and a value of at most 63 characters, alphanumeric at both ends.
 _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")

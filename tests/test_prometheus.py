@@ -9,14 +9,19 @@ loopback (tests/test_node_exporter.py).
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 
 from nfd_snp.checks import Guest, Status, asids_in_use
 from tests.conftest import REPO
-from tests.textfiles import corpus, promtool, samples_of, unknown_selectors
+from tests.textfiles import (
+    corpus,
+    input_series,
+    promql_unit_test,
+    promtool,
+    unknown_selectors,
+)
 
 yaml = pytest.importorskip("yaml")
 
@@ -83,46 +88,6 @@ def test_the_series_check_would_catch_a_misnamed_series():
 # -- the rules over the textfile of every real and sample host ---------------------------------
 
 
-def _selector(name: str, labels: dict) -> str:
-    return name + "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())) + "}"
-
-
-def _values(name: str, values: list) -> str:
-    """promtool's expanding notation for one sample per minute of `values` (None: missing);
-    the service's timestamps advance with the clock, as a running service's do."""
-    if name == "nfd_snp_last_probe_timestamp_seconds":
-        return f"0+60x{len(values) - 1}"
-    if name == "nfd_snp_labels_expiry_timestamp_seconds":
-        return f"600+60x{len(values) - 1}"
-    runs, out = [], []
-    for v in values:
-        if runs and runs[-1][0] == v:
-            runs[-1][1] += 1
-        else:
-            runs.append([v, 1])
-    for v, n in runs:
-        shown = "_" if v is None else repr(v)
-        out.append(f"{shown}x{n - 1}" if n > 1 else shown)
-    return " ".join(out)
-
-
-def _input_series(instance: str, timeline: list) -> list:
-    """Series of a node whose textfile is timeline[0] for a while, then timeline[1], ..."""
-    phases = [samples_of(text) for text in timeline]
-    keys = sorted(set().union(*phases))
-    per_phase = STEADY_MINUTES // len(phases)
-    out = []
-    for name, labels in keys:
-        values = [p.get((name, labels)) for p in phases for _ in range(per_phase)]
-        out.append(
-            {
-                "series": _selector(name, {**dict(labels), "instance": instance, "job": "node"}),
-                "values": _values(name, values),
-            }
-        )
-    return out
-
-
 def _expected(report) -> set:
     """(alertname, guest) that a node steadily in this state fires, from its report."""
     status = {r.check.name: r.outcome.status for r in report.results}
@@ -145,11 +110,11 @@ def test_rules_over_every_real_host_and_a_node_losing_snp(tmp_path):
     by_name = {root.name: (report, text) for root, report, text in corpus()}
     series, expected = [], set()
     for name, (report, text) in by_name.items():
-        series += _input_series(name, [text])
+        series += input_series(name, [text], STEADY_MINUTES)
         expected |= {(alert, name, guest) for alert, guest in _expected(report)}
     for first, then in (("genoa-snp-ready", "milan-snp-off"), ("milan-snp-off", "genoa-snp-ready")):
         instance = f"{first}-then-{then}"
-        series += _input_series(instance, [by_name[first][1], by_name[then][1]])
+        series += input_series(instance, [by_name[first][1], by_name[then][1]], STEADY_MINUTES)
         expected |= {(alert, instance, guest) for alert, guest in _expected(by_name[then][0])}
     expected.add(("NfdSnpLostSevSnp", "genoa-snp-ready-then-milan-snp-off", "sev-snp"))
     assert {a for a, _i, _g in expected} >= {
@@ -157,36 +122,13 @@ def test_rules_over_every_real_host_and_a_node_losing_snp(tmp_path):
         "NfdSnpAsidsNearlyFull",
         "NfdSnpLostSevSnp",
     }  # the corpus exercises them
-    unit = {
-        "rule_files": [str(RULES)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "name": "every real and sample host",
-                "interval": "1m",
-                "input_series": series,
-                "promql_expr_test": [
-                    {
-                        "expr": FIRING,
-                        "eval_time": f"{STEADY_MINUTES - 1}m",
-                        "exp_samples": [
-                            {
-                                "labels": _selector(
-                                    "",
-                                    {"alertname": a, "instance": i, **({"guest": g} if g else {})},
-                                ),
-                                "value": 1,
-                            }
-                            for a, i, g in sorted(expected)
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
-    path = tmp_path / "real-hosts.test.yaml"
-    path.write_text(json.dumps(unit))  # JSON is YAML
-    proc = promtool("test", "rules", str(path))
+    firing = [
+        ({"alertname": a, "instance": i, **({"guest": g} if g else {})}, 1)
+        for a, i, g in sorted(expected)
+    ]
+    proc = promql_unit_test(
+        tmp_path, series, [(FIRING, STEADY_MINUTES - 1, firing)], rule_files=[RULES]
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
 

@@ -6,6 +6,7 @@ not write; and promtool, the real Prometheus's checker.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -93,3 +94,77 @@ def promtool(*args, stdin=None) -> subprocess.CompletedProcess:
     exe = shutil.which("promtool")
     need(exe is not None, "promtool is not installed (Debian: prometheus; scripts/setup.sh --test)")
     return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=300)
+
+
+# -- promtool unit tests over the corpus ------------------------------------------------------
+
+
+def selector(name: str, labels: dict) -> str:
+    return name + "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())) + "}"
+
+
+def _values(name: str, values: list) -> str:
+    """promtool's expanding notation for one sample per minute of `values` (None: missing);
+    the service's timestamps advance with the clock, as a running service's do."""
+    if name == "nfd_snp_last_probe_timestamp_seconds":
+        return f"0+60x{len(values) - 1}"
+    if name == "nfd_snp_labels_expiry_timestamp_seconds":
+        return f"600+60x{len(values) - 1}"
+    runs, out = [], []
+    for v in values:
+        if runs and runs[-1][0] == v:
+            runs[-1][1] += 1
+        else:
+            runs.append([v, 1])
+    for v, n in runs:
+        shown = "_" if v is None else repr(v)
+        out.append(f"{shown}x{n - 1}" if n > 1 else shown)
+    return " ".join(out)
+
+
+def input_series(instance: str, timeline: list, minutes: int) -> list:
+    """promtool input series of a node whose textfile is timeline[0] for a while, then
+    timeline[1], ...: `minutes` samples in all, one a minute."""
+    phases = [samples_of(text) for text in timeline]
+    keys = sorted(set().union(*phases))
+    per_phase = minutes // len(phases)
+    out = []
+    for name, labels in keys:
+        values = [p.get((name, labels)) for p in phases for _ in range(per_phase)]
+        out.append(
+            {
+                "series": selector(name, {**dict(labels), "instance": instance, "job": "node"}),
+                "values": _values(name, values),
+            }
+        )
+    return out
+
+
+def promql_unit_test(tmp_path, series: list, cases: list, rule_files=()):
+    """promtool's verdict on PromQL over `series`: each case (expr, minute, [(labels, value)])
+    must give exactly those samples at that minute, with the alert rules of `rule_files`
+    evaluated (their ALERTS series)."""
+    unit = {
+        "rule_files": [str(f) for f in rule_files],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": f"{minute}m",
+                        "exp_samples": [
+                            {"labels": selector("", labels), "value": value}
+                            for labels, value in samples
+                        ],
+                    }
+                    for expr, minute, samples in cases
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "promql.test.yaml"
+    path.write_text(json.dumps(unit))  # JSON is YAML
+    return promtool("test", "rules", str(path))
