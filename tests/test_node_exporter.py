@@ -16,7 +16,9 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import NFD_SNP, SAMPLES, need
+from tests.conftest import SAMPLES, need
+from tests.test_service import _args, _start, _wait_for
+from tests.test_service import _stop as _stop_service
 from tests.textfiles import promtool, samples_of, value
 
 pytest.importorskip("prometheus_client.parser")
@@ -97,37 +99,19 @@ def node_exporter(tmp_path):
 
 def test_node_exporter_serves_what_nfd_snp_run_writes(node_exporter, tmp_path):
     textfile = node_exporter.directory / "nfd-snp.prom"
-    log = open(tmp_path / "run.log", "w+")
-    run = subprocess.Popen(
-        [
-            *NFD_SNP,
-            "run",
-            "--config",
-            "/dev/null",
-            "--host-root",
-            str(SAMPLES / "milan-snp-off"),
-            "--libvirt",
-            "off",
-            "--output",
-            str(tmp_path / "features.d" / "nfd-snp"),
-            "--facts-cache",
-            str(tmp_path / "run" / "facts.json"),
-            "--metrics-textfile",
-            str(textfile),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    # The service launcher of test_service; the later --host-root wins.
+    milan = str(SAMPLES / "milan-snp-off")
+    args = _args(tmp_path, "--host-root", milan, "--metrics-textfile", str(textfile))
+    run, log = _start(args, tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while not textfile.exists() and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert textfile.exists(), "nfd-snp run wrote no textfile"
+        assert _wait_for(textfile.exists, timeout=20), "nfd-snp run wrote no textfile"
         scraped = node_exporter.scrape()
     finally:
-        assert _stop(run) == 0
-        log.close()
+        try:
+            _stop_service(run, log)  # exits 0 on SIGTERM, no traceback in its log
+        finally:
+            run.kill()  # whatever happened, no service outlives the test
+            run.wait()
     written = samples_of(textfile.read_text())
     assert value(scraped, "node_textfile_scrape_error") == 0
     # Every series of the file, with its value, and nothing of it lost on the way.
