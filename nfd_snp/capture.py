@@ -40,6 +40,19 @@ def write_snapshot(recording: Recording, out: Path) -> None:
         target = _safe_join(out, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+    for rel, names in sorted(recording.entries.items()):
+        for name in names:
+            entry = _safe_join(out, f"{rel}/{name}")
+            if not os.path.lexists(entry) and f"{rel}/{name}" not in recording.links:
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                entry.write_bytes(b"")  # the name is the fact (a group's member BDF)
+    for rel, pointed in sorted(recording.links.items()):
+        # sysfs links, rewritten relative to where they sit in the snapshot (the live link
+        # is relative to the directory that really holds it, which the snapshot flattens)
+        link = _safe_join(out, rel)
+        _safe_join(out, pointed)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(out / pointed, link.parent), link)
     capture: dict = {
         "nfd_snp_version": __version__,
         "captured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -41,6 +41,7 @@ PSP_CAPTURE_KEYS = {
 # KVM system attributes a snapshot records: (group, attribute) -> key.
 KVM_ATTR_CAPTURE_KEYS = {
     (uapi.KVM_X86_GRP_SEV, uapi.KVM_X86_SNP_POLICY_BITS): "kvm_snp_policy_bits",
+    (uapi.KVM_X86_GRP_SEV, uapi.KVM_X86_SEV_VMSA_FEATURES): "kvm_sev_vmsa_features",
 }
 
 
@@ -70,6 +71,8 @@ class Recording:
     stats: Dict[str, dict] = field(default_factory=dict)  # path -> {"mode", "ctime"}
     unreadable: Dict[str, dict] = field(default_factory=dict)
     present: Dict[str, bool] = field(default_factory=dict)  # path -> is a directory
+    links: Dict[str, str] = field(default_factory=dict)  # link -> target, root-relative
+    entries: Dict[str, list] = field(default_factory=dict)  # directory -> names it holds
 
 
 class Host:
@@ -124,13 +127,34 @@ class Host:
         self._record_file(rel, data if redact is None else redact(data), keep)
         return data
 
-    def listdir(self, rel: str) -> list:
+    def listdir(self, rel: str, *, entries: bool = False) -> list:
+        """The names in directory `rel`. `entries`: a capture keeps the names themselves
+        (as empty files where nothing else is kept there), for directories whose listing is
+        the fact (an IOMMU group's devices), not only a way to find files to read."""
         names = sorted(os.listdir(self.path(rel)))
         self._record_dir(rel)
+        if entries:
+            self._record_entries(rel, names)
         return names
 
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self.path(rel))
+
+    def readlink(self, rel: str) -> str:
+        """Where the symbolic link `rel` points, as a path relative to the root (sysfs's
+        relative `driver` and `iommu_group` links resolved from the directory that really
+        holds them). A target outside the root raises EXDEV, a non-link EINVAL."""
+        self._replay_unreadable("link:" + rel)
+        link = self.path(rel)
+        text = os.readlink(link)
+        root = os.path.realpath(self.root)
+        parent = os.path.realpath(link.parent)
+        target = os.path.normpath(os.path.join(parent, text))
+        if os.path.commonpath([root, target]) != root:
+            raise OSError(errno_mod.EXDEV, f"link to {text} leaves the root", str(link))
+        resolved = os.path.relpath(target, root)
+        self._record_link(rel, resolved)
+        return resolved
 
     def stat(self, rel: str) -> FileStat:
         """Mode and change time of a file (following a symlink, as libvirt does)."""
@@ -150,6 +174,12 @@ class Host:
         """Live hosts that record keep the bytes for `capture`."""
 
     def _record_dir(self, rel: str) -> None:
+        pass
+
+    def _record_link(self, rel: str, target: str) -> None:
+        pass
+
+    def _record_entries(self, rel: str, names: list) -> None:
         pass
 
     # -- what is not a plain file (overridden) ----------------------------------------
@@ -204,6 +234,14 @@ class LiveHost(Host):
     def _record_dir(self, rel: str) -> None:
         if self.recording is not None:
             self.recording.dirs.add(rel)
+
+    def _record_link(self, rel: str, target: str) -> None:
+        if self.recording is not None:
+            self.recording.links[rel] = target
+
+    def _record_entries(self, rel: str, names: list) -> None:
+        if self.recording is not None:
+            self.recording.entries[rel] = list(names)
 
     def exists(self, rel: str) -> bool:
         present = super().exists(rel)

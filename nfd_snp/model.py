@@ -324,6 +324,14 @@ class KvmFacts:
     # KVM_X86_SNP_POLICY_BITS (Linux 6.19+): the guest policy bits KVM and firmware accept.
     snp_policy_bits: Optional[int] = None
     snp_policy_bits_unreadable: Optional[Unreadable] = None
+    # KVM_X86_SEV_VMSA_FEATURES (Linux 6.11+): the SEV features a guest's VMSA may carry.
+    vmsa_features: Optional[int] = None
+    vmsa_features_unreadable: Optional[Unreadable] = None
+
+    @property
+    def secure_tsc(self) -> Optional[bool]:
+        """SVM_SEV_FEAT_SECURE_TSC (bit 9, asm/svm.h), which KVM offers from Linux 6.18."""
+        return None if self.vmsa_features is None else _bit(self.vmsa_features, 9)
 
 
 # -- PSP firmware -------------------------------------------------------------------------
@@ -425,6 +433,8 @@ class PspFacts:
     # ccp.psp_init_on_probe: False when KVM initialises the firmware at the first guest
     # launch (AMD's firmware hot-load set-up); None when the parameter does not exist.
     init_on_probe: Optional[bool] = None
+    # A SEV firmware file that ccp loads over the BIOS's at probe (/lib/firmware/amd/...).
+    hotloaded_firmware: Optional[str] = None
 
 
 # -- misc cgroup ---------------------------------------------------------------------------
@@ -535,6 +545,123 @@ class HookFacts:
     daemons_unreadable: Optional[Unreadable] = None
 
 
+# -- the IOMMU (drivers/iommu/amd/init.c iommu_snp_enable) ------------------------------
+
+
+@dataclass(frozen=True)
+class AmdIommu:
+    """One AMD IOMMU (`/sys/class/iommu/ivhdN`) and its Extended Feature Register, when the
+    kernel's `amd-iommu/features` format could be told for this kernel."""
+
+    name: str
+    efr: Optional[int] = None
+
+    @property
+    def snp_support(self) -> Optional[bool]:
+        """EFR bit 63, SNPSup (FEATURE_SNP, drivers/iommu/amd/amd_iommu_types.h)."""
+        return None if self.efr is None else _bit(self.efr, 63)
+
+
+@dataclass(frozen=True)
+class IommuGroup:
+    """`/sys/kernel/iommu_groups/N`: its default domain type and its devices (BDFs).
+
+    `type` (drivers/iommu/iommu.c iommu_group_show_type): `identity` in passthrough,
+    `DMA`/`DMA-FQ` when translated, also `unmanaged`, `blocked`, `unknown`."""
+
+    number: int
+    type: Optional[str]
+    devices: tuple = ()
+
+    @property
+    def translated(self) -> Optional[bool]:
+        if self.type in ("DMA", "DMA-FQ"):
+            return True
+        if self.type in ("identity", "blocked", "unmanaged", "unknown"):
+            return False
+        return None
+
+
+@dataclass(frozen=True)
+class IommuFacts:
+    """What decides whether the kernel lets SNP run past the IOMMU: the command line
+    (`iommu=pt`, `iommu.passthrough=1`, `amd_iommu=off`, `amd_iommu=pgtbl_v2`), the AMD
+    IOMMUs and their SNPSup bit, and the default domain type of the IOMMU groups."""
+
+    cmdline: Optional[str]
+    passthrough_option: Optional[str] = None  # the option that asks for passthrough, if any
+    amd_iommu_off: bool = False
+    pgtbl_v2: bool = False
+    units: tuple = ()  # AmdIommu
+    units_listed: Optional[bool] = None  # /sys/class/iommu could be listed
+    efr_unreadable: Optional[Unreadable] = None  # why EFR is not known
+    groups: tuple = ()  # IommuGroup
+    unreadable: Optional[Unreadable] = None  # /proc/cmdline
+
+    @property
+    def group_types(self) -> dict:
+        counts: dict = {}
+        for group in self.groups:
+            counts[group.type] = counts.get(group.type, 0) + 1
+        return counts
+
+    def group(self, number: Optional[int]) -> Optional[IommuGroup]:
+        return next((g for g in self.groups if g.number == number), None)
+
+
+# -- PCI display devices (GPUs) ----------------------------------------------------------
+
+PCI_VENDOR_NVIDIA = 0x10DE
+PCI_VENDOR_NAMES = {0x10DE: "NVIDIA", 0x1002: "AMD", 0x8086: "Intel"}
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    """`/sys/bus/pci/devices/<BDF>` (drivers/pci/pci-sysfs.c: `0x%04x` vendor and device,
+    `0x%06x` class; `driver` and `iommu_group` are links whose last component names them)."""
+
+    bdf: str
+    vendor: Optional[int]
+    device: Optional[int]
+    pci_class: Optional[int]
+    driver: Optional[str]  # None: no driver bound
+    iommu_group: Optional[int]  # None: not in an IOMMU group
+    unreadable: Optional[Unreadable] = None
+
+    @property
+    def is_display(self) -> bool:
+        """PCI base class 0x03 (display: VGA 0x0300, 3D controller 0x0302, ...)."""
+        return self.pci_class is not None and self.pci_class >> 16 == 0x03
+
+    @property
+    def vendor_name(self) -> str:
+        if self.vendor is None:
+            return "unknown vendor"
+        return PCI_VENDOR_NAMES.get(self.vendor, f"vendor {self.vendor:#06x}")
+
+
+@dataclass(frozen=True)
+class PciFacts:
+    """The GPUs of the host, and for each IOMMU group a GPU sits in, the drivers of the other
+    devices there (VFIO passes a group whole: every member must be free for it)."""
+
+    gpus: tuple = ()  # PciDevice of display class
+    group_members: tuple = ()  # PciDevice of the GPUs' groups that are not GPUs
+    unreadable: Optional[Unreadable] = None
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """/proc/meminfo MemTotal: a floor of the RAM an RMP must cover (the kernel compares the
+    RMP with max_pfn, which holes only raise)."""
+
+    total_kib: Optional[int]
+    unreadable: Optional[Unreadable] = None
+
+
 @dataclass(frozen=True)
 class HostFacts:
     """Everything one probe read from one host root."""
@@ -551,6 +678,9 @@ class HostFacts:
     firmware: FirmwareFacts
     guests: GuestFacts
     hook: HookFacts = HookFacts(installed=None)
+    iommu: IommuFacts = IommuFacts(cmdline=None)
+    pci: PciFacts = PciFacts()
+    memory: MemoryFacts = MemoryFacts(total_kib=None)
 
     @property
     def family(self) -> Optional[int]:

@@ -14,6 +14,8 @@ SEV_DEVICE = "dev/sev"
 KVM_DEVICE = "dev/kvm"
 
 PROC_CPUINFO = "proc/cpuinfo"
+PROC_CMDLINE = "proc/cmdline"
+PROC_MEMINFO = "proc/meminfo"
 KERNEL_RELEASE = "proc/sys/kernel/osrelease"
 PROC = "proc"
 # Its `btime` line dates the start of every process (proc(5), /proc/pid/stat starttime).
@@ -46,3 +48,17 @@ FIRMWARE_DESCRIPTOR_DIRS = ("usr/share/qemu/firmware", "etc/qemu/firmware")
 
 # What a snapshot holds besides plain host files (the contract in DESIGN.md).
 CAPTURE_FILE = "nfd-snp-capture.json"
+
+# The IOMMU (drivers/iommu/iommu-sysfs.c: class "iommu", AMD units named ivhdN with an
+# "amd-iommu" attribute group) and its groups (drivers/iommu/iommu.c).
+SYS_CLASS_IOMMU = "sys/class/iommu"
+IOMMU_GROUPS = "sys/kernel/iommu_groups"
+# PCI devices and drivers (drivers/pci/pci-sysfs.c, drivers/base/bus.c).
+PCI_DEVICES = "sys/bus/pci/devices"
+PCI_DRIVERS = "sys/bus/pci/drivers"
+
+# SEV firmware that ccp loads at probe in place of the BIOS's (drivers/crypto/ccp/sev-dev.c
+# sev_get_firmware: amd/amd_sev_fam%.2xh_model%.2xh.sbin, then ..._model%.1xxh.sbin, then
+# amd/sev.fw), looked up in the firmware loader's directories
+# (drivers/base/firmware_loader/main.c fw_path; /lib is /usr/lib on merged-/usr systems).
+FIRMWARE_DIRS = ("lib/firmware/updates", "lib/firmware")

@@ -23,9 +23,12 @@ from nfd_snp.sources import (
     firmware,
     guests,
     hook_loaded,
+    iommu,
     kernel,
     kvm,
+    memory,
     msr,
+    pci,
     psp,
 )
 
@@ -50,12 +53,25 @@ def probe(host: Host) -> HostFacts:
         msr=read("msr", lambda h: msr.read(h, cpu), host),
         kernel=kern,
         kvm=kvm_facts,
-        psp=read("psp", lambda h: psp.read(h, layout, snp_query=snp_query), host),
+        psp=read(
+            "psp",
+            lambda h: psp.read(
+                h,
+                layout,
+                snp_query=snp_query,
+                family=family,
+                model=cpu.model if cpu.model is not None else kern.model,
+            ),
+            host,
+        ),
         asids=read("cgroup", cgroup.read, host),
         domcaps=read("domcaps", domcaps.read, host),
         firmware=read("firmware", firmware.read, host),
         guests=read("guests", guests.read, host),
         hook=read("hook", hook_loaded.read, host),
+        iommu=read("iommu", lambda h: iommu.read(h, kern), host),
+        pci=read("pci", pci.read, host),
+        memory=read("memory", memory.read, host),
     )
 
 
@@ -97,6 +113,7 @@ _DESCRIBE: Dict[str, Callable[..., str]] = {
     "psp_command": lambda command: PSP_CAPTURE_KEYS[command],
     "kvm_attribute": lambda group, attr: KVM_ATTR_CAPTURE_KEYS[(group, attr)],
     "domain_capabilities": lambda: "libvirt domain capabilities",
+    "readlink": lambda rel: f"{_path(rel)} (link)",
     "stat": lambda rel: f"{rel} (stat)",
     "procfs": lambda: "the process table (psutil)",
 }

@@ -67,6 +67,14 @@ class Reason(enum.Enum):
         "Load the ccp driver (modprobe ccp) and check `dmesg | grep -i -e ccp -e sev`; "
         "without /dev/sev the SEV firmware cannot be queried.",
     )
+    PSP_DEAD = (
+        "psp-dead",
+        "The SEV firmware stopped answering and the ccp driver has given up on it (dmesg: "
+        "'sev command 0x.. timed out, disabling PSP'; every later command fails with EBUSY). "
+        "Reboot the node: reloading ccp cannot revive a PSP that hung. When it happens at every "
+        "boot during SNP_INIT (commands 0x84/0x85), update the BIOS and check its IOMMU setting "
+        "(AMDESE/AMDSEV#184: 'Enabled' -> 'Auto' fixed it).",
+    )
     PSP_COMMAND_FAILED = (
         "psp-command-failed",
         "The SEV firmware rejected the command; check `dmesg | grep -i sev` and update the "
@@ -142,11 +150,78 @@ class Reason(enum.Enum):
         "rmp-not-reserved",
         "The BIOS reserved no RMP table: enable 'SNP Memory (RMP Table) Coverage' in the BIOS.",
     )
+    RMP_TOO_SMALL = (
+        "rmp-too-small",
+        "The RMP the BIOS reserved covers less memory than the host has, and the kernel "
+        "refuses such an RMP ('does not cover full system RAM'): set 'SNP Memory (RMP Table) "
+        "Coverage' to Enabled (all memory), not Custom.",
+    )
     RMP_REGISTERS_CONTRADICTED = (
         "rmp-registers-contradicted",
         "Nothing to fix for SEV-SNP: the SNP firmware runs with an initialised RMP, so the BIOS "
         "reserved one. The RMP registers read otherwise; attach `nfd-snp capture` output to a "
         "bug report so nfd-snp learns this RMP layout.",
+    )
+    # -- the IOMMU ----------------------------------------------------------------------
+    IOMMU_PASSTHROUGH = (
+        "iommu-passthrough",
+        "The IOMMU is in passthrough (or off), and the kernel then turns SEV-SNP off (dmesg: "
+        "'AMD-Vi: SNP: IOMMU disabled or configured in passthrough mode, SNP cannot be "
+        "supported'): remove iommu=pt / iommu.passthrough=1 / iommu=off from the kernel command "
+        "line (or add iommu=nopt), then reboot. Guides that pair SNP with iommu=pt are wrong "
+        "for Linux 6.9 and later.",
+    )
+    IOMMU_OFF = (
+        "iommu-off",
+        "amd_iommu=off disables the AMD IOMMU, and the kernel then turns SEV-SNP off without a "
+        "message: remove amd_iommu=off from the kernel command line and reboot.",
+    )
+    IOMMU_PGTBL_V2 = (
+        "iommu-pgtbl-v2",
+        "amd_iommu=pgtbl_v2 makes the IOMMU use its v2 page table, and the kernel then turns "
+        "SEV-SNP off (dmesg: 'SNP: IOMMU is configured with V2 page table mode, SNP cannot be "
+        "supported'): remove pgtbl_v2 from the kernel command line and reboot.",
+    )
+    IOMMU_NO_SNPSUP = (
+        "iommu-no-snpsup",
+        "An AMD IOMMU does not offer SNP (EFR bit 63, SNPSup), so the kernel turns SEV-SNP off "
+        "(dmesg: 'SNP: IOMMU SNP feature not enabled'): enable 'SEV-SNP Support' under the "
+        "BIOS's NBIO/IOMMU settings and update the BIOS.",
+    )
+    IOMMU_ABSENT = (
+        "iommu-absent",
+        "No AMD IOMMU is registered (/sys/class/iommu has no ivhd unit): enable the IOMMU in "
+        "the BIOS (NBIO Common Options -> IOMMU); SEV-SNP needs it translating.",
+    )
+    IOMMU_FEATURES_FORMAT_UNKNOWN = (
+        "iommu-features-format-unknown",
+        "Informational: the IOMMU's feature register is shown in a format that depends on the "
+        "kernel version, and this kernel's is not known, so SNPSup is judged by what the "
+        "kernel did instead.",
+        True,
+    )
+    # -- confidential GPUs --------------------------------------------------------------
+    GPU_NOT_VFIO = (
+        "gpu-not-vfio",
+        "Bind the GPU to vfio-pci (e.g. `driverctl set-override <BDF> vfio-pci`, or vfio-pci.ids="
+        "<vendor>:<device> on the kernel command line with the vendor driver blacklisted).",
+    )
+    GPU_GROUP_SHARED = (
+        "gpu-group-shared",
+        "The GPU's IOMMU group holds devices bound to other drivers, and VFIO passes a group "
+        "whole: bind them to vfio-pci too, or move the GPU to a slot with a group of its own "
+        "(ACS on the upstream bridge).",
+    )
+    GPU_GROUP_PASSTHROUGH = (
+        "gpu-group-passthrough",
+        "The GPU's IOMMU group is not translated (type identity): remove iommu=pt from the "
+        "kernel command line; SEV-SNP needs the IOMMU translating anyway.",
+    )
+    NO_GPU = ("no-gpu", "Informational: no GPU (PCI class 0x03) on this host.")
+    QEMU_TOO_OLD_FOR_SNP_VFIO = (
+        "qemu-too-old-for-snp-vfio",
+        "QEMU before 9.2 cannot pass devices to SEV-SNP guests ('Cannot set discarding of RAM "
+        "broken', fixed in 9.2; kubevirt/kubevirt#16407): install QEMU 9.2 or later.",
     )
     # -- kernel -----------------------------------------------------------------------
     KERNEL_NO_SEV = (
@@ -244,6 +319,12 @@ class Reason(enum.Enum):
         "kvm-snp-off",
         "KVM has SEV-SNP off: set `options kvm_amd sev_snp=1`; KVM also turns it off when SNP "
         "failed to initialise (see `dmesg | grep -i SEV-SNP`).",
+    )
+    KVM_NO_VMSA_ATTRIBUTE = (
+        "kvm-no-vmsa-attribute",
+        "Informational: this kernel does not publish KVM_X86_SEV_VMSA_FEATURES (Linux 6.11+), "
+        "so which optional SEV features (Secure TSC) KVM offers guests is not known.",
+        True,
     )
     KVM_NO_POLICY_ATTRIBUTE = (
         "kvm-no-policy-attribute",

@@ -154,4 +154,8 @@ KVM_GET_DEVICE_ATTR = _ioc(1, KVMIO, 0xE2, ctypes.sizeof(KvmDeviceAttr))
 # The policy-bits attribute (Linux 6.19) is the u64 mask of SNP guest policy bits KVM and
 # the firmware accept; older kernels answer ENXIO.
 KVM_X86_GRP_SEV = 1
+# The VMSA-features attribute (Linux 6.11) is the u64 of SEV features KVM lets a guest's VMSA
+# carry (sev_supported_vmsa_features, arch/x86/kvm/svm/sev.c): SVM_SEV_FEAT_SECURE_TSC is bit
+# 9 (asm/svm.h), set from Linux 6.18 when SNP, the TSC frequency and the CPU allow it.
+KVM_X86_SEV_VMSA_FEATURES = 0
 KVM_X86_SNP_POLICY_BITS = 1

@@ -119,6 +119,9 @@ def test_usage_and_input_errors_exit_2(args, message):
 )
 def test_corrupt_snapshot_is_one_line_exit_2(tmp_path, content, message):
     (tmp_path / "nfd-snp-capture.json").write_text(content)
+    # a release before 6.16: SNP_PLATFORM_STATUS is asked for (an unknown one withholds it)
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.12.0\n")
     result = CliRunner().invoke(cli, ["check", "--host-root", str(tmp_path)])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()

@@ -24,7 +24,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 HOSTS = REPO / "tests" / "data" / "hosts"
 NODES = sorted(SAMPLES.iterdir()) + sorted(HOSTS.iterdir())
-RULES = ("nodefeaturerule.yaml", "kata-tee-keys.yaml")
+RULES = ("nodefeaturerule.yaml", "nfd-snp-tee-keys.yaml")
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.timezone.utc)
 # kata-deploy's Helm chart names its rule kata-tee-keys (templates/node-feature-rules.yaml,
 # kata-containers 7c6ba40c); the rule it matches on, quoted for the comparison below.
@@ -77,7 +77,7 @@ def test_rules_validate_against_nfds_crd(name, rule_schema):
 
 
 def test_schema_check_would_catch_a_misspelt_field(rule_schema):
-    broken = _rule("kata-tee-keys.yaml")
+    broken = _rule("nfd-snp-tee-keys.yaml")
     broken["spec"]["rules"][0]["matchFeature"] = broken["spec"]["rules"][0].pop("matchFeatures")
     with pytest.raises(jsonschema.ValidationError):
         # NFD's schema requires matchFeatures or matchAny; strict validation as kubectl's
@@ -123,7 +123,7 @@ def test_kata_names_follow_nfd_snp_verdict(root):
         report, features = _node(root)
     except NotCaptured:  # pragma: no cover - every snapshot here is complete
         pytest.fail("incomplete snapshot")
-    labels, resources = nfdrules.evaluate(_rule("kata-tee-keys.yaml"), features)
+    labels, resources = nfdrules.evaluate(_rule("nfd-snp-tee-keys.yaml"), features)
     ready = report.verdict(Guest.SEV_SNP).ready is Readiness.YES
     snp_asids = report.facts.guest_asids("sev-snp")
     slots = snp_asids.count if snp_asids else 0
@@ -138,21 +138,87 @@ def test_kata_rule_labels_nodes_where_snp_cannot_run():
     SEV firmware is gone; nfd-snp's verdict says no."""
     report, features = _node(HOSTS / "siena-8024p-psp-dead")
     kata_labels, _ = nfdrules.evaluate(KATA_RULE, features)
-    ours, _ = nfdrules.evaluate(_rule("kata-tee-keys.yaml"), features)
+    ours, _ = nfdrules.evaluate(_rule("nfd-snp-tee-keys.yaml"), features)
     assert kata_labels == {"amd.feature.node.kubernetes.io/snp": "true"}
     assert ours == {}
 
 
-def test_replacement_takes_kata_deploys_object_name():
-    """One cluster-scoped object per name: applying ours replaces kata-deploy's rule, so
-    the two cannot both label a node."""
-    ours = _rule("kata-tee-keys.yaml")
+def test_replacement_publishes_kata_deploys_names_under_its_own_object_name():
+    """Same label and extended resource as kata-deploy's rule, under another object name:
+    Helm refuses to install over an object it did not create, and from kata-deploy 4.1
+    `nodeFeatureRules.create` must stay on for the RuntimeClasses' esids request."""
+    ours = _rule("nfd-snp-tee-keys.yaml")
     assert ours["kind"] == "NodeFeatureRule" and "namespace" not in ours["metadata"]
-    assert ours["metadata"]["name"] == KATA_RULE["metadata"]["name"]
+    assert ours["metadata"]["name"] not in ("kata-tee-keys", "amd64-tee-keys")
     ours_snp = next(r for r in ours["spec"]["rules"] if r["name"] == "amd.sev-snp")
     kata_snp = KATA_RULE["spec"]["rules"][0]
     assert ours_snp["labels"] == kata_snp["labels"]
     assert set(ours_snp["extendedResources"]) == set(kata_snp["extendedResources"])
+
+
+RENDERED = """---
+# Source: kata-deploy/templates/node-feature-rules.yaml
+apiVersion: nfd.k8s-sigs.io/v1alpha1
+kind: NodeFeatureRule
+metadata:
+  name: {kata}
+  labels:
+    app.kubernetes.io/managed-by: kata-deploy
+spec:
+  rules: []
+---
+# Source: kata-deploy/templates/runtimeclasses.yaml
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata:
+  name: kata-qemu-snp
+handler: kata-qemu-snp
+overhead:
+  podFixed:
+    sev-snp.amd.com/esids: "1"
+---
+# Source: kata-deploy/templates/node-feature-rules-nvidia-gpu.yaml
+apiVersion: nfd.k8s-sigs.io/v1alpha1
+kind: NodeFeatureRule
+metadata:
+  name: kata-nvidia-gpu
+spec:
+  rules: []
+"""
+
+
+@pytest.mark.parametrize("kata", ["kata-tee-keys", "kata-tee-keys-blue", '"kata-tee-keys"'])
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_post_renderer_leaves_out_only_kata_deploys_tee_rule(kata, shell):
+    """The Helm post-renderer drops the chart's TEE rule and keeps the rest, the
+    RuntimeClass's esids request above all, byte for byte."""
+    import shutil
+    import subprocess
+
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    stream = (
+        RENDERED.format(kata=kata)
+        + "---\n"
+        + (REPO / "deploy/nfd/nfd-snp-tee-keys.yaml").read_text()
+    )
+    proc = subprocess.run(
+        [shell, str(REPO / "deploy/nfd/drop-kata-tee-keys")],
+        input=stream,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert names == [
+        ("RuntimeClass", "kata-qemu-snp"),
+        ("NodeFeatureRule", "kata-nvidia-gpu"),
+        ("NodeFeatureRule", "nfd-snp-tee-keys"),
+    ]
+    assert docs[0]["overhead"]["podFixed"] == {"sev-snp.amd.com/esids": "1"}
+    kept = stream.split("# Source: kata-deploy/templates/runtimeclasses.yaml", 1)[1]
+    assert kept in proc.stdout
 
 
 @pytest.mark.parametrize("root", NODES, ids=lambda p: p.name)

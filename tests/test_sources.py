@@ -425,3 +425,31 @@ def test_descriptor_fields():
 )
 def test_guest_kind(argv, kind):
     assert guests.guest_kind(b"\0".join(argv) + b"\0") == kind
+
+
+@pytest.mark.parametrize(
+    "release, sev_snp, sent",
+    [
+        (None, "N\n", False),  # unreadable release: maybe 6.16-6.19, so the cautious path
+        ("garbage\n", "N\n", False),
+        (None, "Y\n", True),  # SNP initialised already: the command changes nothing
+        ("6.15.0\n", "N\n", True),
+        ("6.16.1\n", "N\n", False),
+        ("7.0.0\n", "N\n", True),
+    ],
+)
+def test_snp_status_is_withheld_where_it_would_initialise_snp(snapshot, release, sev_snp, sent):
+    """SNP_PLATFORM_STATUS runs SNP_INIT and SNP_SHUTDOWN on Linux 6.16-6.19 when SNP is not
+    initialised; a kernel whose release cannot be read is treated as one of those."""
+    root = snapshot(
+        base="genoa-snp-ready",
+        files={
+            "proc/sys/kernel/osrelease": release,
+            "sys/module/kvm_amd/parameters/sev_snp": sev_snp,
+        },
+    )
+    facts = probe_root(root)
+    unreadable = facts.psp.snp_unreadable
+    withheld = unreadable is not None and unreadable.reason.code == "snp-status-not-queried"
+    assert withheld is not sent
+    assert (facts.psp.snp is not None) is sent

@@ -51,25 +51,47 @@ def read_ciphertext_hiding(host: Host) -> Optional[int]:
     return int(text) if text.isdigit() and len(text) <= 10 else None
 
 
-def read_policy_bits(host: Host) -> Tuple[Optional[int], Optional[Unreadable]]:
-    """(mask, None) from KVM_X86_SNP_POLICY_BITS, or (None, why not)."""
-    what = f"/{paths.KVM_DEVICE} KVM_X86_SNP_POLICY_BITS"
+def read_sev_attribute(
+    host: Host, attr: int, name: str, absent: Reason
+) -> Tuple[Optional[int], Optional[Unreadable]]:
+    """(value, None) of a KVM_X86_GRP_SEV system attribute, or (None, why not); `absent` is
+    the reason when this kernel does not know the attribute."""
+    what = f"/{paths.KVM_DEVICE} {name}"
     try:
-        return host.kvm_attribute(uapi.KVM_X86_GRP_SEV, uapi.KVM_X86_SNP_POLICY_BITS), None
+        return host.kvm_attribute(uapi.KVM_X86_GRP_SEV, attr), None
     except (OSError, NotCaptured) as exc:
         if getattr(exc, "errno", None) in (errno.ENXIO, errno.EINVAL, errno.ENOTTY):
             # kvm_x86_dev_get_attr: an attribute this kernel does not know (before 6.19)
-            return None, Unreadable(
-                Reason.KVM_NO_POLICY_ATTRIBUTE, f"{what}: not offered by this kernel"
-            )
+            return None, Unreadable(absent, f"{what}: not offered by this kernel")
         return None, unreadable_from(
             exc, what, missing=Reason.KVM_DEVICE_MISSING, denied=Reason.DEVICE_DENIED
         )
 
 
+def read_policy_bits(host: Host) -> Tuple[Optional[int], Optional[Unreadable]]:
+    """KVM_X86_SNP_POLICY_BITS (Linux 6.19): the SNP guest policy bits KVM accepts."""
+    return read_sev_attribute(
+        host,
+        uapi.KVM_X86_SNP_POLICY_BITS,
+        "KVM_X86_SNP_POLICY_BITS",
+        Reason.KVM_NO_POLICY_ATTRIBUTE,
+    )
+
+
+def read_vmsa_features(host: Host) -> Tuple[Optional[int], Optional[Unreadable]]:
+    """KVM_X86_SEV_VMSA_FEATURES (Linux 6.11): the SEV features KVM lets a VMSA carry."""
+    return read_sev_attribute(
+        host,
+        uapi.KVM_X86_SEV_VMSA_FEATURES,
+        "KVM_X86_SEV_VMSA_FEATURES",
+        Reason.KVM_NO_VMSA_ATTRIBUTE,
+    )
+
+
 def read(host: Host) -> KvmFacts:
     device = host.exists(paths.KVM_DEVICE)
     policy_bits, policy_unreadable = read_policy_bits(host) if device else (None, None)
+    vmsa, vmsa_unreadable = read_vmsa_features(host) if device else (None, None)
     return KvmFacts(
         device_present=device,
         module_loaded=host.exists(paths.KVM_AMD_MODULE),
@@ -79,4 +101,6 @@ def read(host: Host) -> KvmFacts:
         ciphertext_hiding_asids=read_ciphertext_hiding(host),
         snp_policy_bits=policy_bits,
         snp_policy_bits_unreadable=policy_unreadable,
+        vmsa_features=vmsa,
+        vmsa_features_unreadable=vmsa_unreadable,
     )

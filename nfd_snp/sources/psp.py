@@ -9,6 +9,7 @@ driver loads or later, by KVM, when the first guest starts (drivers/crypto/ccp/s
 from __future__ import annotations
 
 import errno
+from typing import Optional, Tuple
 
 from nfd_snp import paths, uapi
 from nfd_snp.errors import NotCaptured, PspError
@@ -69,6 +70,12 @@ def classify(exc: BaseException, command: int) -> Unreadable:
         )
     if err == errno.ENODEV:
         return Unreadable(Reason.PSP_DEVICE_MISSING, f"{what}: no PSP (ENODEV)", errno=err)
+    if err == errno.EBUSY:
+        # sev-dev.c: after "sev command %#x timed out, disabling PSP" psp_dead is set and
+        # every later command returns -EBUSY until the driver is loaded again.
+        return Unreadable(
+            Reason.PSP_DEAD, f"{what}: EBUSY (the driver has given up on the PSP)", errno=err
+        )
     if fw_error:
         return Unreadable(
             Reason.PSP_COMMAND_FAILED,
@@ -105,12 +112,44 @@ def snp_status_has_side_effects(kernel, kvm) -> bool:
     kernels kvm_amd.sev_snp=Y says SNP is initialised already (KVM initialises it when it
     loads and keeps sev_snp only if that worked), so only then is the command harmless.
     Distribution kernels backport either change; the version is the best guide there is.
+    A release that cannot be read could be one of those kernels: it takes the cautious path.
     """
+    if kvm.sev_snp.enabled is True:
+        return False
     version = kernel.version
-    return version is not None and (6, 16) <= version < (7, 0) and kvm.sev_snp.enabled is not True
+    return version is None or (6, 16) <= version < (7, 0)
 
 
-def read(host: Host, layout: TcbLayout, *, snp_query: bool = True) -> PspFacts:
+def firmware_names(family: Optional[int], model: Optional[int]) -> Tuple[str, ...]:
+    """The SEV firmware files ccp would load for this CPU, in its order of preference
+    (sev-dev.c sev_get_firmware), each also xz- or zstd-compressed."""
+    names = []
+    if family is not None and model is not None:
+        names += [
+            f"amd/amd_sev_fam{family:02x}h_model{model:02x}h.sbin",
+            f"amd/amd_sev_fam{family:02x}h_model{(model & 0xF0) >> 4:1x}xh.sbin",
+        ]
+    names.append("amd/sev.fw")
+    return tuple(n + ext for n in names for ext in ("", ".xz", ".zst"))
+
+
+def hotloaded_firmware(host: Host, family: Optional[int], model: Optional[int]) -> Optional[str]:
+    """The SEV firmware file ccp loads at probe over the BIOS's, when one is installed."""
+    for directory in paths.FIRMWARE_DIRS:
+        for name in firmware_names(family, model):
+            if host.exists(f"{directory}/{name}"):
+                return f"/{directory}/{name}"
+    return None
+
+
+def read(
+    host: Host,
+    layout: TcbLayout,
+    *,
+    snp_query: bool = True,
+    family: Optional[int] = None,
+    model: Optional[int] = None,
+) -> PspFacts:
     """Both status replies; with `snp_query` False, SNP_PLATFORM_STATUS is not sent at all
     (see snp_status_has_side_effects) and its reply is unknown with that reason."""
     replies = {}
@@ -121,7 +160,8 @@ def read(host: Host, layout: TcbLayout, *, snp_query: bool = True) -> PspFacts:
                 Unreadable(
                     Reason.SNP_STATUS_NOT_QUERIED,
                     f"/{paths.SEV_DEVICE} SNP_PLATFORM_STATUS: not sent, since on this kernel "
-                    "it would initialise and shut down SNP while kvm_amd.sev_snp is not Y",
+                    "(Linux 6.16 to 6.19, or a release that could not be read) it would "
+                    "initialise and shut down SNP while kvm_amd.sev_snp is not Y",
                 ),
             )
             continue
@@ -137,4 +177,5 @@ def read(host: Host, layout: TcbLayout, *, snp_query: bool = True) -> PspFacts:
         snp=decode_snp_status(snp_raw, layout) if snp_raw is not None else None,
         snp_unreadable=snp_unreadable,
         init_on_probe=read_init_on_probe(host),
+        hotloaded_firmware=hotloaded_firmware(host, family, model),
     )
