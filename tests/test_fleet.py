@@ -313,6 +313,22 @@ NODE = _node("n1", {})
             "items[0] is a Node, not a NodeFeature",
         ),
     ],
+    # short ids: a test's id goes into the environment of the commands it runs
+    ids=[
+        "not-json",
+        "not-utf8",
+        "deeply-nested",
+        "a-bare-list",
+        "a-pod",
+        "a-list-with-a-pod",
+        "an-item-not-an-object",
+        "no-name",
+        "labels-not-strings",
+        "a-node-twice",
+        "features-not-an-object",
+        "elements-not-strings",
+        "nodes-as-nodefeatures",
+    ],
 )
 def test_malformed_input_is_one_line_and_exit_2(tmp_path, nodes, nodefeatures, message):
     (tmp_path / "nodes.json").write_bytes(nodes if isinstance(nodes, bytes) else nodes.encode())
