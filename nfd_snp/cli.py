@@ -319,6 +319,66 @@ def run(ctx, config_path, **values):
     ctx.exit(service.run())
 
 
+@cli.command()
+@click.option(
+    "--nodes",
+    "nodes_file",
+    required=True,
+    metavar="FILE|-",
+    type=click.File("rb"),
+    help="The cluster's nodes: `kubectl get nodes -o json` ('-' for stdin).",
+)
+@click.option(
+    "--nodefeatures",
+    "features_file",
+    metavar="FILE|-",
+    type=click.File("rb"),
+    help="NFD's NodeFeatures, `kubectl get nodefeatures -A -o json`: the root cause of each "
+    "node that is not ready, and which nodes run no nfd-snp.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def fleet(nodes_file, features_file, as_json):
+    """SEV, SEV-ES and SEV-SNP readiness of every node of a cluster, and what blocks them.
+
+    One row per node: each guest type ready or not (its <guest>.node.kubevirt.io/enabled
+    label), the SNP firmware API, build and reported TCB, the GPU passthrough label and,
+    with --nodefeatures, the checks that block it. Then the nodes per state and the root
+    causes ranked by the SEV-SNP nodes they block: fix the first one first. Exit status 0,
+    or 2 on unreadable input.
+
+    \b
+      kubectl get nodes -o json > nodes.json
+      kubectl get nodefeatures -A -o json > nodefeatures.json
+      nfd-snp fleet --nodes nodes.json --nodefeatures nodefeatures.json
+      kubectl get nodes -o json | nfd-snp fleet --nodes -
+    """
+    from nfd_snp import fleet as fleet_view
+
+    if (
+        features_file is not None
+        and _input_name(nodes_file) == _input_name(features_file) == "stdin"
+    ):
+        raise click.UsageError("--nodes and --nodefeatures cannot both read stdin")
+    result = fleet_view.read(
+        *_input(nodes_file, fleet_view.MAX_INPUT_BYTES),
+        *(_input(features_file, fleet_view.MAX_INPUT_BYTES) if features_file else (None, "")),
+    )
+    click.echo(
+        fleet_view.render_json(result) if as_json else fleet_view.render_text(result), nl=False
+    )
+
+
+def _input_name(handle) -> str:
+    """The name errors give an input: its path, or stdin."""
+    name = getattr(handle, "name", None)
+    return name if isinstance(name, str) and name != "<stdin>" else "stdin"
+
+
+def _input(handle, limit: int) -> tuple:
+    """(at most limit + 1 bytes, the name errors give it) of an input file or stdin."""
+    return handle.read(limit + 1), _input_name(handle)
+
+
 class DomainGroup(click.Group):
     """`nfd-snp domain`, whose help lists the SEV-SNP options from their declarations."""
 

@@ -16,6 +16,11 @@ Enumerations are state sets (OpenMetrics "StateSet"): one series per possible st
 the current one and 0 for the others. A series therefore never appears or vanishes when a
 state changes, so `changes()` and `for:` clauses work, and "SEV-SNP not ready" is one
 comparison with 0. For the checks this costs 5 series per check (about 190 per node).
+
+`nfd_snp_blocked_by` names what keeps each guest type from running (the verdict's root
+causes, or its undecided checks), one 0/1 series per guest type and check that gates it
+(about 55 per node): summed over a fleet it ranks the causes by the nodes they block, with
+a cardinality bounded by the fixed set of checks, whatever the fleet's size.
 """
 
 from __future__ import annotations
@@ -56,6 +61,16 @@ def _state_sets(
     for labels, now in current:
         for state in states:
             yield {**labels, key: state}, 1 if state == now else 0
+
+
+def _blocked_by(report: Report) -> Iterator[Sample]:
+    """1 for each check a verdict names (root-cause failures of not_ready, undecided checks
+    of unknown), 0 for the other checks that gate the guest type."""
+    for verdict in report.verdicts:
+        for result in report.results:
+            if verdict.guest in result.check.gates:
+                name = result.check.name
+                yield {"guest": verdict.guest.value, "check": name}, name in verdict.blocking
 
 
 def _firmware(report: Report) -> Dict[str, str]:
@@ -106,6 +121,13 @@ def render(report: Report, timestamp: float, labels_expiry: Optional[float] = No
                 CHECK_STATES.values(),
                 (({"check": r.check.name}, CHECK_STATES[r.outcome.status]) for r in report.results),
             ),
+        ),
+        *_family(
+            "nfd_snp_blocked_by",
+            "1 for each check that keeps this guest type from running: a root-cause failure "
+            "(readiness not_ready) or an undecided check (unknown); 0 for the other checks "
+            "that gate it. The same checks as the <guest>.node.kubevirt.io/blocked-by.* features",
+            _blocked_by(report),
         ),
         *_family(
             "nfd_snp_asids_capacity",

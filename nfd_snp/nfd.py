@@ -4,6 +4,15 @@ Format (NFD local source): `name=value` lines; `# +expiry-time=<RFC3339>` makes 
 line expire; `# +no-label` before a line keeps it a feature only. Names carry their own
 namespace (`sev-snp.node.kubevirt.io/...`), which NFD allows without `extraLabelNs`.
 Lines are sorted within each group so the file is stable for unchanged facts.
+
+What keeps a guest type from running is published too, as features only, one per check:
+`<guest>.node.kubevirt.io/blocked-by.<check>=fail` (a root cause of "not ready") or
+`=unknown` (an undecided check of "unknown"). A verdict's list can be longer than the 63
+characters of one label value, and one feature per check stays a valid name (the check
+names are a fixed set of at most 19 characters); nfd-worker keeps every such line in the
+node's NodeFeature (`spec.features.attributes["local.feature"]`), so `nfd-snp fleet` and a
+NodeFeatureGroup read them cluster-wide. Each guest type thus has either its `enabled`
+label or at least one `blocked-by` feature on a node that runs nfd-snp.
 """
 
 from __future__ import annotations
@@ -24,6 +33,13 @@ ENABLED = {
     Guest.SEV_SNP: "sev-snp.node.kubevirt.io/enabled",
 }
 SNP_NS = "sev-snp.node.kubevirt.io/"
+BLOCKED_BY = "blocked-by."  # feature name prefix, after the guest type's namespace
+BLOCKED_VALUES = {Readiness.NO: "fail", Readiness.UNKNOWN: "unknown"}
+
+
+def namespace(guest: Guest) -> str:
+    return f"{guest.value}.node.kubevirt.io/"
+
 
 # Kubernetes label syntax (apimachinery validation): a DNS-subdomain prefix, a name of at
 # most 63 characters, and a value of at most 63 characters, alphanumeric at both ends.
@@ -86,6 +102,11 @@ def publication(report: Report) -> Publication:
         # ASIDs in use change with every VM: they are metrics, not features (no churn).
         known = facts.guest_asids(guest.value)
         _put(features, f"{guest.value}.node.kubevirt.io/asids", known.count if known else None)
+    for verdict in report.verdicts:
+        # The checks that keep the guest type from running (root causes only), so the reason
+        # for a missing label can be read cluster-wide. Changes only with the verdict.
+        for check in verdict.blocking:
+            features[namespace(verdict.guest) + BLOCKED_BY + check] = BLOCKED_VALUES[verdict.ready]
     cbit = facts.cbit()
     if cbit and (report.verdict(Guest.SEV).ready is Readiness.YES or leaf is not None and leaf.sev):
         _put(features, "sev.node.kubevirt.io/cbitpos", cbit.cbitpos)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up nfd-snp on a fresh Debian/Ubuntu machine: system packages, and a virtualenv in
 # .venv with nfd-snp installed. With --test, also what the test suite needs (a libvirt
-# daemon with QEMU, a C compiler) and a running libvirtd.
+# daemon with QEMU, a C compiler, promtool and node-exporter) and a running libvirtd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,9 @@ if [ "$test_deps" = 1 ]; then
   packages="$packages python3-pytest python3-hypothesis python3-lxml python3-click python3-psutil"
   packages="$packages python3-yaml python3-jsonschema python3-jsonpatch python3-prometheus-client python3-libvirt"
   packages="$packages python3-grpcio"
+  # Real Prometheus parts: promtool checks and unit-tests the alert rules and lints the
+  # metrics textfile; the node-exporter test starts its own exporter on a loopback port.
+  packages="$packages prometheus prometheus-node-exporter"
 fi
 missing=""
 for p in $packages; do
@@ -35,6 +38,13 @@ if [ -n "$missing" ]; then
   echo "setup: installing Debian packages:$missing"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # Only their programs are needed: a Prometheus server and an exporter that installing
+  # them started do not stay running on a test machine.
+  for unit in prometheus prometheus-node-exporter; do
+    case " $missing " in
+      *" $unit "*) $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true ;;
+    esac
+  done
 fi
 
 if [ ! -x .venv/bin/python ]; then

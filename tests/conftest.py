@@ -51,7 +51,12 @@ def cli_runner():
 
 # Fixtures that bring a real component, and the marker saying so: `-m "not libvirtd and not
 # network"` selects what runs on a build host without them (the RPM's %check).
-FIXTURE_MARKERS = {"libvirtd": "libvirtd", "trixie_root": "network", "trixie_chroot": "network"}
+FIXTURE_MARKERS = {
+    "libvirtd": "libvirtd",
+    "trixie_root": "network",
+    "trixie_chroot": "network",
+    "node_exporter": "system",
+}
 
 
 def pytest_collection_modifyitems(items):

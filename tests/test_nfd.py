@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import signal
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from nfd_snp import nfd
-from nfd_snp.checks import evaluate
+from nfd_snp.checks import Guest, Readiness, Verdict, evaluate
 from nfd_snp.cli import cli
 from nfd_snp.config import Config
 from nfd_snp.log import DEBUG
@@ -57,8 +58,19 @@ FEATURES_ONLY = {
         "sev-snp.node.kubevirt.io/asids": "0",
         "sev.node.kubevirt.io/cbitpos": "47",
         "sev.node.kubevirt.io/reduced-phys-bits": "1",
+        # nfd-snp check: SEV-ES blocked by psp.sev_es_init, asid.sev_es; SEV-SNP by
+        # psp.sev_es_init, asid.snp, cpu.snp
+        "sev-es.node.kubevirt.io/blocked-by.psp.sev_es_init": "fail",
+        "sev-es.node.kubevirt.io/blocked-by.asid.sev_es": "fail",
+        "sev-snp.node.kubevirt.io/blocked-by.psp.sev_es_init": "fail",
+        "sev-snp.node.kubevirt.io/blocked-by.asid.snp": "fail",
+        "sev-snp.node.kubevirt.io/blocked-by.cpu.snp": "fail",
     },
-    "intel": {},
+    "intel": {
+        "sev.node.kubevirt.io/blocked-by.cpu.vendor": "fail",
+        "sev-es.node.kubevirt.io/blocked-by.cpu.vendor": "fail",
+        "sev-snp.node.kubevirt.io/blocked-by.cpu.vendor": "fail",
+    },
 }
 
 
@@ -74,6 +86,62 @@ def test_labels_as_nfd_reads_them(sample):
     if sample in FEATURES_ONLY:
         assert {k: v for k, v in features.items() if k not in labels} == FEATURES_ONLY[sample]
     assert len(_text(sample).encode()) < nfdlocal.MAX_FILE
+
+
+NODES = sorted(SAMPLES.iterdir()) + sorted((REPO / "tests" / "data" / "hosts").iterdir())
+NOT_ROOT = {"sev_platform_status": {"errno": 13}, "snp_platform_status": {"errno": 13}}
+
+
+def _blocked_by(features: dict, guest) -> dict:
+    prefix = f"{guest.value}.node.kubevirt.io/blocked-by."
+    return {k[len(prefix) :]: v for k, v in features.items() if k.startswith(prefix)}
+
+
+def _assert_label_or_causes(report, labels, features):
+    """Each guest type has its enabled label, or one blocked-by feature per check that its
+    verdict names: `fail` for root causes, `unknown` for undecided checks; never both."""
+    for verdict in report.verdicts:
+        blocked = _blocked_by(features, verdict.guest)
+        if verdict.ready is Readiness.YES:
+            assert labels[nfd.ENABLED[verdict.guest]] == "true"
+            assert blocked == {}
+        else:
+            assert nfd.ENABLED[verdict.guest] not in labels
+            value = "fail" if verdict.ready is Readiness.NO else "unknown"
+            assert blocked == dict.fromkeys(verdict.blocking, value), verdict
+        assert not any(k.startswith(nfd.BLOCKED_BY[:-1]) for k in labels)  # features only
+
+
+@pytest.mark.parametrize("root", NODES, ids=lambda p: p.name)
+def test_blocked_by_features_name_each_verdicts_causes(root):
+    report = evaluate(probe_root(root))
+    text = nfd.render(nfd.publication(report), NOW + datetime.timedelta(seconds=600))
+    _assert_label_or_causes(report, *nfdlocal.parse_file(text, NOW))
+
+
+def test_undecided_checks_are_published_as_unknown(snapshot):
+    report = evaluate(probe_root(snapshot(base="genoa-snp-ready", capture=NOT_ROOT)))
+    text = nfd.render(nfd.publication(report), NOW + datetime.timedelta(seconds=600))
+    labels, features = nfdlocal.parse_file(text, NOW)
+    assert report.verdict(Guest.SEV_SNP).ready is Readiness.UNKNOWN
+    assert _blocked_by(features, Guest.SEV_SNP)["psp.sev_status"] == "unknown"
+    _assert_label_or_causes(report, labels, features)
+
+
+def test_every_check_blocking_every_guest_type_still_fits_nfds_limit():
+    """The worst case: each guest type blocked by every check that gates it."""
+    report = evaluate(probe_root(SAMPLES / "genoa-snp-ready"))
+    worst = dataclasses.replace(
+        report,
+        verdicts=tuple(
+            Verdict(g, Readiness.UNKNOWN, tuple(r.check.name for r in report.results))
+            for g in Guest
+        ),
+    )
+    text = nfd.render(nfd.publication(worst), NOW + datetime.timedelta(seconds=600))
+    _labels, features = nfdlocal.parse_file(text, NOW)
+    assert len(features) > 100
+    assert len(text.encode()) < nfdlocal.MAX_FILE // 4
 
 
 def test_everything_expires_at_the_expiry():
@@ -181,13 +249,16 @@ def test_500_cycles_write_once_plus_renewals(tmp_path, snapshot):
     assert len(log) == 3  # readiness, labels, facts cache: one line per change, not per cycle
 
 
-def test_unchanged_cycles_in_real_time_never_rewrite(tmp_path, snapshot):
+@pytest.mark.parametrize("base, cycles", [("genoa-snp-ready", 500), ("milan-snp-off", 50)])
+def test_unchanged_cycles_in_real_time_never_rewrite(tmp_path, snapshot, base, cycles):
+    """Ready or blocked, an unchanged node never rewrites its file (nfd-worker rescans on
+    every change since v0.19)."""
     import time
 
-    service, _ = _service(tmp_path, snapshot(base="genoa-snp-ready"), time.time)
+    service, _ = _service(tmp_path, snapshot(base=base), time.time)
     assert service.cycle().written
     first = os.stat(service.config.output)
-    for _ in range(500):
+    for _ in range(cycles):
         assert not service.cycle().written
     again = os.stat(service.config.output)
     assert (first.st_ino, first.st_mtime_ns) == (again.st_ino, again.st_mtime_ns)
@@ -205,15 +276,19 @@ def test_losing_and_regaining_snp_changes_labels_next_cycle(tmp_path, snapshot):
     param.write_text("N\n")
     clock.now += 60
     assert service.cycle().reason == "changed"
-    labels = nfdlocal.parse_dir(labels_dir, now)[0]
+    labels, features = nfdlocal.parse_dir(labels_dir, now)
     assert "sev-snp.node.kubevirt.io/enabled" not in labels
     assert "sev-es.node.kubevirt.io/enabled" in labels
+    assert _blocked_by(features, Guest.SEV_SNP) == {"kvm.sev_snp": "fail"}
     assert any("-sev-snp.node.kubevirt.io/enabled" in line for line in log)
+    assert any("+sev-snp.node.kubevirt.io/blocked-by.kvm.sev_snp=fail" in line for line in log)
     assert any("SEV-SNP no (kvm.sev_snp)" in line for line in log)
     param.write_text("Y\n")
     clock.now += 60
     service.cycle()
-    assert "sev-snp.node.kubevirt.io/enabled" in nfdlocal.parse_dir(labels_dir, now)[0]
+    labels, features = nfdlocal.parse_dir(labels_dir, now)
+    assert "sev-snp.node.kubevirt.io/enabled" in labels
+    assert _blocked_by(features, Guest.SEV_SNP) == {}
 
 
 def test_losing_snp_is_a_warning_and_regaining_it_a_notice(tmp_path, snapshot):
@@ -247,7 +322,7 @@ def test_killed_between_write_and_rename_leaves_nfd_a_whole_file(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         from nfd_snp import nfd
-        from nfd_snp.checks import evaluate
+        from nfd_snp.checks import Guest, Readiness, Verdict, evaluate
         from nfd_snp.host import open_host
         from nfd_snp.probe import probe
         from nfd_snp.service import write_features

@@ -1,8 +1,10 @@
-"""deploy/nfd NodeFeatureRules: valid for NFD's CRD, and what they give real nodes.
+"""deploy/nfd NodeFeatureRules and NodeFeatureGroups: valid for NFD's CRDs, and what they give
+real nodes.
 
-The rules are validated against the openAPIV3Schema of NFD's own CRD (../shared/fixtures/nfd)
-and evaluated with tests/nfdrules.py over the feature files of the bundled samples and the
-real-host snapshots, read back as nfd-worker reads them (tests/nfdlocal.py).
+The objects are validated against the openAPIV3Schema of NFD's own CRDs
+(../shared/fixtures/nfd) and evaluated with tests/nfdrules.py over the feature files of the
+bundled samples and the real-host snapshots, read back as nfd-worker reads them
+(tests/nfdlocal.py).
 """
 
 from __future__ import annotations
@@ -52,12 +54,21 @@ def _rule(name):
     return yaml.safe_load((REPO / "deploy" / "nfd" / name).read_text())
 
 
-@pytest.fixture(scope="module")
-def rule_schema(shared_dir):
+def _crd_schema(shared_dir, name):
     docs = yaml.safe_load_all((shared_dir / "fixtures" / "nfd" / "nfd-api-crds.yaml").read_text())
-    crd = next(d for d in docs if d and d["metadata"]["name"] == "nodefeaturerules.nfd.k8s-sigs.io")
+    crd = next(d for d in docs if d and d["metadata"]["name"] == name)
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
     return version["schema"]["openAPIV3Schema"]
+
+
+@pytest.fixture(scope="module")
+def rule_schema(shared_dir):
+    return _crd_schema(shared_dir, "nodefeaturerules.nfd.k8s-sigs.io")
+
+
+@pytest.fixture(scope="module")
+def group_schema(shared_dir):
+    return _crd_schema(shared_dir, "nodefeaturegroups.nfd.k8s-sigs.io")
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -220,3 +231,51 @@ def test_asid_resources_per_guest_type(root):
         ready = report.verdict(guest).ready is Readiness.YES
         want = str(known.count) if ready and known and known.count > 0 else None
         assert resources.get(name) == want, name
+
+
+# -- NodeFeatureGroups: an inventory without Prometheus ----------------------------------------
+
+GROUPS_FILE = REPO / "deploy" / "nfd" / "nodefeaturegroup.yaml"
+
+
+def _groups():
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(GROUPS_FILE.read_text()) if d}
+
+
+def test_groups_validate_strictly_against_nfds_crd(group_schema):
+    groups = _groups()
+    assert set(groups) == {"sev-snp-ready", "sev-snp-blocked"}
+    for group in groups.values():
+        assert group["apiVersion"] == "nfd.k8s-sigs.io/v1alpha1"
+        assert group["kind"] == "NodeFeatureGroup"
+        # nfd-master evaluates the groups of its own namespace only
+        assert group["metadata"]["namespace"] == "node-feature-discovery"
+        assert "status" not in group  # nfd-master writes it
+        jsonschema.validate(group, _strict(group_schema))
+
+
+def test_group_schema_check_would_catch_a_misspelt_field(group_schema):
+    broken = _groups()["sev-snp-blocked"]
+    term = broken["spec"]["featureGroupRules"][0]["matchFeatures"][0]
+    term["matchNames"] = term.pop("matchName")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, _strict(group_schema))
+    broken = _groups()["sev-snp-ready"]
+    broken["spec"]["featureGroupRules"][0]["matchFeatures"][0]["matchExpressions"][
+        "sev-snp.node.kubevirt.io/enabled"
+    ] = {"op": "IsYes"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, _strict(group_schema))
+
+
+@pytest.mark.parametrize("root", NODES, ids=lambda p: p.name)
+def test_groups_list_ready_and_blocked_nodes(root):
+    """sev-snp-ready lists exactly the nodes that run SEV-SNP guests, sev-snp-blocked exactly
+    the others that run nfd-snp; a node without nfd-snp is in neither."""
+    report, features = _node(root)
+    groups = _groups()
+    ready = report.verdict(Guest.SEV_SNP).ready is Readiness.YES
+    assert nfdrules.in_group(groups["sev-snp-ready"], features) is ready
+    assert nfdrules.in_group(groups["sev-snp-blocked"], features) is not ready
+    without = {"local.label": {}, "local.feature": {}, "cpu.security": features["cpu.security"]}
+    assert not any(nfdrules.in_group(g, without) for g in groups.values())
