@@ -5,6 +5,12 @@ Handlers only set a flag; the service loop acts on the flags between cycles, so 
 loop, and a storm of signals cannot recurse. The loop sleeps in `select()` on a pipe that
 `signal.set_wakeup_fd` writes to on every signal, so a signal ends the sleep at once.
 
+A cycle, though, may wait in the kernel (a libvirt daemon that does not answer, a device
+that is slow), and Python retries an interrupted system call after the handler returns
+(PEP 475): a flag alone left SIGTERM unanswered until SIGKILL. So inside `stoppable()` - the
+cycle and a reload - a stop signal raises `Stopped`, which unwinds the cycle where it is;
+every write there is to a temporary file renamed into place, which the writer removes.
+
 `install()` comes first in `nfd-snp run`, before the configuration is read: from then on a
 SIGHUP (`systemctl reload`) is a reload request, never death by the default action.
 Standard library only, and cheap to import: it runs before the rest of the service loads.
@@ -12,9 +18,15 @@ Standard library only, and cheap to import: it runs before the rest of the servi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
+
+
+class Stopped(BaseException):
+    """A stop signal inside `SignalFlags.stoppable()`: not an Exception, so nothing that
+    handles errors swallows it."""
 
 
 class SignalFlags:
@@ -23,6 +35,7 @@ class SignalFlags:
     def __init__(self) -> None:
         self.stop = False
         self.reload = False
+        self._stoppable = False
         self._read_fd = -1
         self._write_fd = -1
 
@@ -40,6 +53,20 @@ class SignalFlags:
 
     def _on_stop(self, _signum, _frame) -> None:
         self.stop = True
+        if self._stoppable:
+            self._stoppable = False  # once: the unwinding itself is not interrupted again
+            raise Stopped()
+
+    @contextlib.contextmanager
+    def stoppable(self):
+        """A section a stop signal ends at once (raising Stopped), not after it is done."""
+        if self.stop:
+            raise Stopped()
+        self._stoppable = True
+        try:
+            yield
+        finally:
+            self._stoppable = False
 
     def _on_reload(self, _signum, _frame) -> None:
         self.reload = True
