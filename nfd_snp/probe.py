@@ -98,7 +98,6 @@ _DESCRIBE: Dict[str, Callable[..., str]] = {
     "kvm_attribute": lambda group, attr: KVM_ATTR_CAPTURE_KEYS[(group, attr)],
     "domain_capabilities": lambda: "libvirt domain capabilities",
     "stat": lambda rel: f"{rel} (stat)",
-    "procfs": lambda: "the process table (psutil)",
 }
 
 

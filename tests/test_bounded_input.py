@@ -61,6 +61,27 @@ def test_a_device_as_the_configuration_is_refused(tmp_path):
     )
 
 
+def test_a_fifo_as_the_configuration_is_refused_at_once(tmp_path):
+    """Finding: a FIFO as --config blocked `run` at start (and ignored SIGTERM)."""
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo)
+    proc = _run_service(tmp_path, fifo)
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr).endswith(f"{fifo}: is a FIFO, not a configuration file")
+
+
+def test_a_fifo_at_a_live_roots_cpu_devices_does_not_block(tmp_path):
+    """Finding: a FIFO at a live root's dev/cpu/0/cpuid or msr blocked the probe for ever."""
+    root = tmp_path / "host"
+    (root / "dev" / "cpu" / "0").mkdir(parents=True)
+    os.mkfifo(root / "dev" / "cpu" / "0" / "cpuid")
+    os.mkfifo(root / "dev" / "cpu" / "0" / "msr")
+    proc = _run("check", "--json", "--host-root", str(root), "--libvirt", "off", timeout=30)
+    facts = json.loads(proc.stdout)["facts"]
+    assert facts["cpu"]["unreadable"]["detail"].endswith("a FIFO, not a character device")
+    assert facts["msr"]["unreadable"]["detail"].endswith("a FIFO, not a character device")
+
+
 def test_a_huge_configuration_is_refused_without_reading_it(tmp_path):
     """Finding: a 1 GB file without a newline was read whole (MemoryError, exit 70)."""
     conf = tmp_path / "huge.conf"
