@@ -248,16 +248,17 @@ def test_names_are_escaped_and_shortened():
     assert len(lines[0]) < 600 and "... (5007 characters)" in lines[0]
 
 
-def test_a_large_manifest_is_read_by_libyaml_quickly():
-    """Finding: an input just under the 16 MiB limit took over 10 s (the pure-Python
-    loader was used although libyaml's was installed)."""
+def test_manifests_are_read_by_libyaml():
+    """Finding: an input just under the 16 MiB limit took over 10 s: the pure-Python loader
+    was used although libyaml's was installed. (bench/check_vm.py measures the time.)"""
+    from nfd_snp import kubevirt_check
+
     assert hasattr(yaml, "CSafeLoader"), "python3-yaml (pyyaml) is built with libyaml"
-    filler = {f"note-{i}": "x" * 120 for i in range(110_000)}
+    assert issubclass(kubevirt_check._loader(yaml), yaml.CSafeLoader)
+    filler = {f"note-{i}": "x" * 100 for i in range(2000)}
     text = dump(vm({"hooks.kubevirt.io/hookSidecars": SIDECARS, **filler}))
-    assert 12 * 1024 * 1024 < len(text) < 16 * 1024 * 1024
-    status, _out, err, took = check_vm_text(text, timeout=120)
-    assert status == 1 and err == ""
-    assert took < 10
+    (obj,) = kubevirt_check.load_documents(text.encode(), "stdin")
+    assert obj["spec"]["template"]["metadata"]["annotations"]["note-1999"] == "x" * 100
 
 
 def test_yaml_documents_still_read():
