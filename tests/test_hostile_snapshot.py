@@ -209,3 +209,14 @@ def test_a_fifo_in_a_snapshot_cannot_block_the_probe(snapshot):
 def test_samples_replay_unchanged():
     for sample in sorted(p.name for p in SAMPLES.iterdir()):
         assert probe_root(SAMPLES / sample).kernel.release, sample
+
+
+def test_a_boot_time_of_5000_digits_is_unreadable_not_a_crash(snapshot):
+    hook = {paths.LIBVIRT_QEMU_HOOK: {"mode": 0o100755, "ctime": 4_000_000_000.0}}
+    root = snapshot(
+        base="genoa-snp-ready",
+        capture={"stat": hook},
+        files={"proc/stat": "btime " + "9" * 5000 + "\n", paths.LIBVIRT_QEMU_HOOK: "#!/bin/sh\n"},
+    )
+    facts = probe_root(root)
+    assert facts.hook.daemons_unreadable.reason.code == "processes-unreadable"

@@ -36,7 +36,7 @@ DAEMONS = ("virtqemud", "libvirtd")
 PROC_STAT_LIMIT = 4 * 1024 * 1024
 PID_STAT_LIMIT = 4096
 PID_STATUS_LIMIT = 16384
-_BTIME = re.compile(rb"^btime \d+$", re.M)
+_BTIME = re.compile(rb"^btime \d{1,20}$", re.M)  # seconds: 20 digits outlast any clock
 _UID = re.compile(rb"^Uid:\s+(\d+)", re.M)
 
 
