@@ -303,8 +303,10 @@ def run(ctx, config_path, **values):
     Rewrites the feature file only when a label or feature changes (or to renew the expiry
     when less than half the ttl is left), updates the facts cache the libvirt hook reads,
     and logs one line per change. Labels expire `ttl` seconds after the service stops.
-    SIGTERM/SIGINT stop it cleanly; SIGHUP re-reads the configuration file (command-line
-    options still win). One instance serves a facts cache: a second one exits (status 1).
+    SIGTERM/SIGINT stop it within a second; SIGHUP re-reads the configuration file
+    (command-line options still win). Every file it writes must be absent or a regular file
+    of its own (a device, FIFO or link is refused: exit 2); `--output none` writes no
+    feature file. One service per file: a second one sharing any exits (status 1).
     """
     from nfd_snp.service import Service
 

@@ -10,13 +10,17 @@ source), so a malformed setting never reaches the service loop.
 [nfd-snp]
 interval = 60          ; seconds between probes
 ttl = 600              ; seconds a written label stays valid without renewal
-output = /etc/kubernetes/node-feature-discovery/features.d/nfd-snp
+output = /etc/kubernetes/node-feature-discovery/features.d/nfd-snp   ; none: no feature file
 facts-cache = /run/nfd-snp/facts.json
 libvirt = auto         ; auto | required | off
 libvirt-timeout = 10
 host-root = /
-metrics-textfile =     ; empty: no Prometheus textfile
+metrics-textfile =     ; empty or none: no Prometheus textfile
 node-hook-socket =     ; empty: no KubeVirt node hook
+
+The file is input like any other: read non-blocking (a FIFO there cannot hang the service),
+only a regular file (or /dev/null, for "no settings"), at most MAX_CONFIG_BYTES, and every
+value or key echoed in an error is escaped and cut short (`errors.excerpt`).
 
 This module is imported by every command (the CLI's options come from it): nothing heavy.
 """
@@ -25,10 +29,11 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 from nfd_snp import facts_cache
-from nfd_snp.errors import InputError
+from nfd_snp.errors import InputError, excerpt
 
 DEFAULT_CONFIG = "/etc/nfd-snp/nfd-snp.conf"
 SECTION = "nfd-snp"
@@ -38,8 +43,15 @@ DEFAULT_OUTPUT = "/etc/kubernetes/node-feature-discovery/features.d/nfd-snp"
 SECONDS = "seconds"
 CHOICE = "choice"
 FILE = "file"  # a file to write: a non-empty path that is not a directory
-OPTIONAL_FILE = "optional file"  # likewise, or empty for "none"
+FILE_OR_NONE = "file or none"  # likewise, or `none` for no such file
+OPTIONAL_FILE = "optional file"  # likewise, or empty (or `none`) for no such file
 DIRECTORY = "directory"  # an existing directory
+NONE = "none"
+# A settings file is a few hundred bytes; anything much larger is not one (/dev/zero, a log).
+MAX_CONFIG_BYTES = 256 * 1024
+# Characters of a value or key, and of a path, echoed in an error (errors.excerpt).
+SHOWN = 60
+PATH_SHOWN = 200
 
 
 class Setting(NamedTuple):
@@ -86,17 +98,26 @@ class Setting(NamedTuple):
             raise InputError(f"{where}: contains a NUL character")
         if self.kind == CHOICE:
             if text not in self.choices:
-                raise InputError(f"{where}: must be one of {', '.join(self.choices)}, not {text!r}")
+                shown = excerpt(text, SHOWN)
+                raise InputError(
+                    f"{where}: must be one of {', '.join(self.choices)}, not '{shown}'"
+                )
             return text
+        if text == NONE and self.kind in (FILE_OR_NONE, OPTIONAL_FILE):
+            return None  # a file really called "none" is ./none
         if not text:
             if self.kind == OPTIONAL_FILE:
                 return None
             raise InputError(f"{where}: is empty (a path is needed)")
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise InputError(f"{where}: '{excerpt(text, SHOWN)}' contains a control character")
         if self.kind == DIRECTORY:
             if not os.path.isdir(text):
-                raise InputError(f"{where}: {text} is not a directory")
+                raise InputError(f"{where}: {excerpt(text, PATH_SHOWN)} is not a directory")
         elif text.endswith("/") or os.path.isdir(text):
-            raise InputError(f"{where}: {text} is a directory (a file path is needed)")
+            raise InputError(
+                f"{where}: {excerpt(text, PATH_SHOWN)} is a directory (a file path is needed)"
+            )
         return text
 
     def _seconds(self, value, where: str) -> float:
@@ -104,8 +125,9 @@ class Setting(NamedTuple):
             raise InputError(f"{where}: {value!r} is not a number of seconds")
         try:
             number = float(value.strip() if isinstance(value, str) else value)
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: {value!r} is not a number of seconds") from None
+        except (TypeError, ValueError, OverflowError):
+            shown = excerpt(value, SHOWN)
+            raise InputError(f"{where}: '{shown}' is not a number of seconds") from None
         # NaN fails every comparison, so it is refused here with the infinities.
         if not (math.isfinite(number) and self.low <= number <= self.high):
             raise InputError(
@@ -151,9 +173,11 @@ SETTINGS = (
     ),
     Setting(
         "output",
-        FILE,
+        FILE_OR_NONE,
         DEFAULT_OUTPUT,
-        "The NFD feature file to write ('-' prints it, for `features`).",
+        "The NFD feature file to write: a regular file or absent, never a device or link; "
+        "'none' for no feature file (`run` on a libvirt-only host; ./none names a file); "
+        "'-' prints it (`features`).",
         short="-o",
     ),
     Setting(
@@ -166,7 +190,8 @@ SETTINGS = (
         "metrics-textfile",
         OPTIONAL_FILE,
         None,
-        "Also write Prometheus metrics for node-exporter's textfile collector.",
+        "Also write Prometheus metrics for node-exporter's textfile collector (empty or "
+        "'none': no textfile).",
     ),
     Setting(
         "node-hook-socket",
@@ -194,7 +219,7 @@ class Config(NamedTuple):
     libvirt_timeout: float = _default("libvirt_timeout")
     interval: float = _default("interval")
     ttl: float = _default("ttl")
-    output: str = _default("output")
+    output: Optional[str] = _default("output")  # None: no feature file
     facts_cache: str = _default("facts_cache")
     metrics_textfile: Optional[str] = _default("metrics_textfile")
     node_hook_socket: Optional[str] = _default("node_hook_socket")
@@ -222,6 +247,40 @@ def build(given: Given) -> Config:
     return config
 
 
+def _is_null_device(st: os.stat_result) -> bool:
+    """/dev/null (character device 1:3, devices.txt): read as an empty file."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+
+
+def read_text(path: str, what: str = "a configuration file") -> str:
+    """The text of a settings file: opened non-blocking, only a regular file (or /dev/null),
+    at most MAX_CONFIG_BYTES, UTF-8. FileNotFoundError passes; anything else is InputError."""
+    from nfd_snp.confined import kind_of, read_limited
+
+    shown = excerpt(path, PATH_SHOWN)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) or _is_null_device(st)):
+            raise InputError(f"{shown}: is {kind_of(st.st_mode)}, not {what}")
+        data = read_limited(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InputError(f"{shown}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{shown}: not UTF-8 text (byte {exc.start})") from None
+
+
 def read_file(path: str, *, required: bool = False) -> Dict[str, Tuple[str, str]]:
     """The settings a configuration file gives, as `Given` entries (absent file: none).
 
@@ -230,28 +289,30 @@ def read_file(path: str, *, required: bool = False) -> Dict[str, Tuple[str, str]
     import configparser
 
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    shown = excerpt(path, PATH_SHOWN)
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
+        parser.read_string(read_text(path), source=path)
     except FileNotFoundError:
         if required:
-            raise InputError(f"{path}: no such file") from None
+            raise InputError(f"{shown}: no such file") from None
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
     except configparser.Error as exc:
-        raise InputError(f"{path}: {' '.join(str(exc).split())}") from None
+        raise InputError(f"{shown}: {excerpt(' '.join(str(exc).split()), PATH_SHOWN)}") from None
+    except (RecursionError, MemoryError, ValueError):  # configparser's own limits
+        raise InputError(f"{shown}: not a configuration file") from None
     unknown = [s for s in parser.sections() if s != SECTION]
     if unknown:
-        raise InputError(f"{path}: unknown section [{unknown[0]}] (expected [{SECTION}])")
+        raise InputError(
+            f"{shown}: unknown section [{excerpt(unknown[0], SHOWN)}] (expected [{SECTION}])"
+        )
     if not parser.has_section(SECTION):
         return {}
     given = {}
     for key, raw in parser.items(SECTION):
         setting = SETTING.get(key.replace("-", "_"))
         if setting is None or setting.key != key:
-            raise InputError(f"{path}: unknown setting '{key}'")
-        given[setting.field] = (raw, f"{path}: {key}")
+            raise InputError(f"{shown}: unknown setting '{excerpt(key, SHOWN)}'")
+        given[setting.field] = (raw, f"{shown}: {key}")
     return given
 
 

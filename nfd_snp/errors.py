@@ -32,6 +32,17 @@ def printable(text) -> str:
     return re.sub(_UNPRINTABLE, _escape, str(text))
 
 
+def excerpt(text, limit: int = 80) -> str:
+    """`text` escaped as `printable` does and cut to its first `limit` characters, saying how
+    long it was: how any value from untrusted input (a manifest's names, a setting's value or
+    key) is echoed in a message, which stays one readable line (journald splits lines longer
+    than 48 KiB; a 1 MB key helps nobody)."""
+    text = str(text)
+    if len(text) <= limit:
+        return printable(text)
+    return printable(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def _escape(match) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 

@@ -129,8 +129,9 @@ def write_if_changed(path: str, data: bytes) -> bool:
 
     Returns whether the content was written. The file on disk is compared each time (it is
     a few hundred bytes), so a cache edited, replaced or removed behind the service's back
-    is mended; only a regular file the reader would trust is stamped in place, anything
-    else (a symlink, a FIFO, loose permissions) is replaced.
+    is mended; only a regular file the reader would trust is stamped in place, a regular
+    file with loose permissions is replaced, and anything else (a symlink, a FIFO) is
+    refused by the writer (WriteError), never written through.
     """
     from nfd_snp.atomic import write_atomic
     from nfd_snp.errors import WriteError

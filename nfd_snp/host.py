@@ -6,9 +6,12 @@ from the devices on a live host and from `nfd-snp-capture.json` in a snapshot. B
 the same exceptions (`OSError` with an errno, `PspError`, `LibvirtError`, `NotCaptured`), so
 the sources in `nfd_snp.sources` parse and classify one way only.
 
-One reader is not this module: psutil parses the process table itself, from `procfs()`
-(the root's proc directory, live or in a snapshot alike); the source that uses it reads the
-same files through `read` first, which bounds them and records them for `capture`.
+Every path is resolved below the root by `nfd_snp.confined`, never by the kernel from a
+joined path: a snapshot is untrusted (a link in it that leads out of it is refused, and
+only regular files and directories of it are ever opened), and on a live root absolute
+links mean paths of that root (`/host` in a container). The devices a live probe must read
+(`/dev/cpu/0/cpuid`, `msr`, `/dev/sev`, `/dev/kvm`) are opened only when they are character
+devices, and with O_NONBLOCK: a FIFO planted there cannot block the service.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
-from nfd_snp import paths, uapi
+from nfd_snp import confined, paths, uapi
+from nfd_snp.confined import read_limited
 from nfd_snp.errors import LibvirtError, NotCaptured, PspError, SnapshotError
 from nfd_snp.reasons import Reason
 
@@ -79,14 +83,25 @@ class Host:
     """Plain-file access relative to a root; the base of the live and snapshot hosts."""
 
     snapshot = False
+    # How links below the root resolve (nfd_snp.confined): a snapshot may not be left.
+    resolution = confined.BENEATH
 
     def __init__(self, root: os.PathLike | str) -> None:
         self.root = Path(root)
+        self._tree: Optional[confined.Root] = None
 
     # -- plain files -------------------------------------------------------------------
 
     def path(self, rel: str) -> Path:
+        """Where `rel` is, for messages; it is never opened by this name."""
         return self.root / rel
+
+    @property
+    def tree(self) -> confined.Root:
+        """The root directory, opened once; every path is resolved below it."""
+        if self._tree is None:
+            self._tree = confined.Root(self.root, self.resolution)
+        return self._tree
 
     def read(
         self,
@@ -97,29 +112,20 @@ class Host:
         keep: Optional[Callable[[bytes], bool]] = None,
         redact: Optional[Callable[[bytes], bytes]] = None,
     ) -> bytes:
-        """Read a regular file, at most `limit` bytes.
+        """Read a regular file below the root, at most `limit` bytes.
 
         A longer file raises EFBIG unless `truncate` asks for its first `limit` bytes. Only
-        regular files are read: a FIFO or device planted in a snapshot cannot block us.
+        regular files are opened: a FIFO or device planted in a snapshot is refused (EINVAL)
+        without being opened, and a link out of a snapshot is refused (EXDEV).
         `keep` decides whether a capture records the bytes (private process data), `redact`
         what of them it records (the one line of a file that a source needs).
         """
         self._replay_unreadable("file:" + rel)
-        fd = os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = self.tree.open(rel)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno_mod.EINVAL, "not a regular file", str(self.path(rel)))
-            chunks = []
-            size = 0
-            while size <= limit:
-                chunk = os.read(fd, min(65536, limit + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            data = read_limited(fd, limit + 1)
         finally:
             os.close(fd)
-        data = b"".join(chunks)
         if len(data) > limit:
             if not truncate:
                 raise OSError(errno_mod.EFBIG, f"larger than {limit} bytes", str(self.path(rel)))
@@ -131,39 +137,40 @@ class Host:
         """The names in directory `rel`. `entries`: a capture keeps the names themselves
         (as empty files where nothing else is kept there), for directories whose listing is
         the fact (an IOMMU group's devices), not only a way to find files to read."""
-        names = sorted(os.listdir(self.path(rel)))
+        fd = self.tree.open(rel, (confined.DIRECTORY,))
+        try:
+            names = sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
         self._record_dir(rel)
         if entries:
             self._record_entries(rel, names)
         return names
 
     def exists(self, rel: str) -> bool:
-        return os.path.lexists(self.path(rel))
+        """Whether `rel` is present below the root (a dangling link is; a link out of a
+        snapshot, or through a non-directory, is not)."""
+        return self._lstat(rel) is not None
+
+    def _lstat(self, rel: str) -> Optional[os.stat_result]:
+        try:
+            return self.tree.lstat(rel)
+        except OSError:
+            return None
 
     def readlink(self, rel: str) -> str:
         """Where the symbolic link `rel` points, as a path relative to the root (sysfs's
         relative `driver` and `iommu_group` links resolved from the directory that really
         holds them). A target outside the root raises EXDEV, a non-link EINVAL."""
         self._replay_unreadable("link:" + rel)
-        link = self.path(rel)
-        text = os.readlink(link)
-        root = os.path.realpath(self.root)
-        parent = os.path.realpath(link.parent)
-        target = os.path.normpath(os.path.join(parent, text))
-        if os.path.commonpath([root, target]) != root:
-            raise OSError(errno_mod.EXDEV, f"link to {text} leaves the root", str(link))
-        resolved = os.path.relpath(target, root)
+        resolved = self.tree.readlink(rel)
         self._record_link(rel, resolved)
         return resolved
 
     def stat(self, rel: str) -> FileStat:
         """Mode and change time of a file (following a symlink, as libvirt does)."""
-        st = os.stat(self.path(rel))
+        st = self.tree.stat(rel)
         return FileStat(st.st_mode, st.st_ctime)
-
-    def procfs(self) -> str:
-        """The proc directory under the root, for psutil (its PROCFS_PATH)."""
-        return str(self.path(paths.PROC))
 
     # -- hooks for subclasses --------------------------------------------------------
 
@@ -201,7 +208,9 @@ class Host:
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        if self._tree is not None:
+            self._tree.close()
+            self._tree = None
 
     def __enter__(self):
         return self
@@ -212,6 +221,8 @@ class Host:
 
 class LiveHost(Host):
     """A running host (or a container's view of it under /host): devices and libvirt."""
+
+    resolution = confined.IN_ROOT  # /host/etc/x -> /usr/y means the host's /usr/y
 
     def __init__(
         self,
@@ -244,10 +255,16 @@ class LiveHost(Host):
             self.recording.entries[rel] = list(names)
 
     def exists(self, rel: str) -> bool:
-        present = super().exists(rel)
-        if present and self.recording is not None:
-            self.recording.present[rel] = os.path.isdir(self.path(rel))
-        return present
+        st = self._lstat(rel)
+        if st is not None and self.recording is not None:
+            self.recording.present[rel] = self._is_dir(rel)
+        return st is not None
+
+    def _is_dir(self, rel: str) -> bool:
+        try:
+            return stat.S_ISDIR(self.tree.stat(rel).st_mode)
+        except OSError:
+            return False
 
     def stat(self, rel: str) -> FileStat:
         try:
@@ -278,10 +295,15 @@ class LiveHost(Host):
                 self._record_error("file:" + rel, exc)
             raise
 
+    def open_device(self, rel: str, flags: int = os.O_RDONLY) -> int:
+        """A character device below the root, opened non-blocking; anything else (a FIFO, a
+        regular file planted in /dev) is refused with EINVAL before it is opened."""
+        return self.tree.open(rel, (confined.CHAR_DEVICE,), flags)
+
     def _device(self, rel: str) -> int:
         fd = self._fds.get(rel)
         if fd is None:
-            fd = os.open(self.path(rel), os.O_RDONLY | os.O_CLOEXEC)
+            fd = self.open_device(rel)
             self._fds[rel] = fd
         return fd
 
@@ -317,9 +339,9 @@ class LiveHost(Host):
             reply = uapi.REPLY_STRUCTS[command]()
             cmd = uapi.SevIssueCmd(cmd=command, data=ctypes.addressof(reply), error=0)
             try:
-                fd = os.open(self.path(paths.SEV_DEVICE), os.O_RDWR | os.O_CLOEXEC)
+                fd = self.open_device(paths.SEV_DEVICE, os.O_RDWR)
             except OSError as exc:
-                raise PspError(exc.errno or errno_mod.EIO) from exc
+                raise PspError(exc.errno or errno_mod.EIO, None, exc.strerror or "") from exc
             try:
                 fcntl.ioctl(fd, uapi.SEV_ISSUE_CMD, cmd)
             except OSError as exc:
@@ -343,7 +365,7 @@ class LiveHost(Host):
         value = ctypes.c_uint64(0)
         request = uapi.KvmDeviceAttr(flags=0, group=group, attr=attr, addr=ctypes.addressof(value))
         try:
-            fd = os.open(self.path(paths.KVM_DEVICE), os.O_RDWR | os.O_CLOEXEC)
+            fd = self.open_device(paths.KVM_DEVICE, os.O_RDWR)
             try:
                 fcntl.ioctl(fd, uapi.KVM_GET_DEVICE_ATTR, request)
             finally:
@@ -376,6 +398,7 @@ class LiveHost(Host):
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        super().close()
 
 
 def _as_register(value: object, where: str) -> int:
@@ -399,12 +422,22 @@ class SnapshotHost(Host):
 
     def __init__(self, root: os.PathLike | str) -> None:
         super().__init__(root)
-        self.capture = self._load_capture()
+        try:
+            self.capture = self._load_capture()
+        except BaseException:
+            self.close()
+            raise
 
     def _load_capture(self) -> dict:
         path = self.path(paths.CAPTURE_FILE)
         try:
-            raw = Host(self.root).read(paths.CAPTURE_FILE, CAPTURE_FILE_LIMIT)
+            fd = self.tree.open(paths.CAPTURE_FILE)
+            try:
+                raw = read_limited(fd, CAPTURE_FILE_LIMIT + 1)
+            finally:
+                os.close(fd)
+            if len(raw) > CAPTURE_FILE_LIMIT:
+                raise OSError(errno_mod.EFBIG, f"larger than {CAPTURE_FILE_LIMIT} bytes")
         except OSError as exc:
             raise SnapshotError(f"{path}: {exc.strerror or exc}") from None
         try:
@@ -518,6 +551,6 @@ def open_host(root: os.PathLike | str = "/", **live_options) -> Host:
     root_path = Path(root)
     if not root_path.is_dir():
         raise SnapshotError(f"{root}: not a directory")
-    if (root_path / paths.CAPTURE_FILE).exists():
+    if os.path.lexists(root_path / paths.CAPTURE_FILE):  # a link there is refused, not missed
         return SnapshotHost(root_path)
     return LiveHost(root_path, **live_options)

@@ -526,7 +526,7 @@ class LibvirtDaemon:
 
     pid: int
     name: str
-    started: float  # seconds since the epoch (psutil's create_time: /proc/stat btime + starttime)
+    started: float  # seconds since the epoch: /proc/stat btime + starttime / USER_HZ
 
 
 @dataclass(frozen=True)

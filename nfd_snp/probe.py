@@ -115,7 +115,6 @@ _DESCRIBE: Dict[str, Callable[..., str]] = {
     "domain_capabilities": lambda: "libvirt domain capabilities",
     "readlink": lambda rel: f"{_path(rel)} (link)",
     "stat": lambda rel: f"{rel} (stat)",
-    "procfs": lambda: "the process table (psutil)",
 }
 
 

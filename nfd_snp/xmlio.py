@@ -112,7 +112,10 @@ def parse(data, *, what: str = "domain XML", limit: int = MAX_DOMAIN_BYTES, back
     standard library otherwise.
     """
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes of an argument (surrogateescape)
+            raise UnsafeXmlError(f"{what}: not UTF-8") from None
     _check_size(data, what, limit)
     if not data.strip():
         raise UnsafeXmlError(f"{what}: empty input")

@@ -9,8 +9,9 @@ import pytest
 
 from nfd_snp.atomic import TEMP_PREFIX, write_atomic
 from nfd_snp.config import Config
+from nfd_snp.errors import WriteError
 from nfd_snp.service import Service
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, need
 
 
 def test_planted_symlinks_are_never_written_through(tmp_path):
@@ -27,13 +28,35 @@ def test_planted_symlinks_are_never_written_through(tmp_path):
     assert stat.S_ISREG(os.lstat(out).st_mode) and out.read_bytes() == b"labels\n"
 
 
-def test_output_symlink_is_replaced_not_followed(tmp_path):
+@pytest.mark.parametrize("planted", ["symlink", "fifo", "directory", "device"])
+def test_only_a_regular_file_is_ever_replaced(tmp_path, planted):
+    """A link, FIFO, directory or device at the target is refused, never written through nor
+    replaced: `-o /dev/null` replaced the machine's /dev/null with a regular file."""
     victim = tmp_path / "victim"
     victim.write_text("precious")
     out = tmp_path / "nfd-snp"
-    out.symlink_to(victim)
-    write_atomic(out, b"labels\n")
-    assert victim.read_text() == "precious" and not out.is_symlink()
+    if planted == "symlink":
+        out.symlink_to(victim)
+    elif planted == "fifo":
+        os.mkfifo(out)
+    elif planted == "directory":
+        out.mkdir()
+    else:
+        need(os.geteuid() == 0, "device nodes are made by root")
+        os.mknod(out, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    before = os.lstat(out)
+    with pytest.raises(WriteError, match="not a regular file"):
+        write_atomic(out, b"labels\n")
+    after = os.lstat(out)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert victim.read_text() == "precious"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(TEMP_PREFIX)]
+
+
+def test_a_long_name_still_fits_its_temporary_name(tmp_path):
+    out = tmp_path / ("n" * 240)
+    write_atomic(out, b"x")
+    assert out.read_bytes() == b"x"
 
 
 def test_a_directory_at_the_old_temp_name_does_not_block_writing(tmp_path):

@@ -356,12 +356,12 @@ def test_pod_publishes_labels_that_expire_and_drops_them_when_snp_goes(daemonset
     assert node_hook_answer(hook) == "OK"
     stop_pod(pod)
     # The only new files (the kubelet made the DirectoryOrCreate directories) are these, and
-    # the service's single-instance lock beside the facts cache.
+    # the service's lock beside each (.NAME.lock: one service per output).
     new_files = {p for p in tree(host) - before if (host / p).is_file()}
+    written = [feature_file.relative_to(host), facts_file.relative_to(host)]
     assert new_files == {
-        str(feature_file.relative_to(host)),
-        str(facts_file.relative_to(host)),
-        str(facts_file.relative_to(host)) + ".lock",
+        *(str(p) for p in written),
+        *(str(p.parent / f".{p.name}.lock") for p in written),
     }, "the pod wrote outside its two writable volumes"
     text = feature_file.read_text()
     labels, features = nfdlocal.parse_file(text, _utc(time.time()))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 
 import pytest
 
 from nfd_snp import config as config_mod
-from tests.conftest import REPO, need
+from tests.conftest import NFD_SNP, REPO, need
 
 UNIT = REPO / "systemd" / "nfd-snp.service"
 
@@ -50,6 +52,8 @@ def test_unit_is_hardened():
         "ProtectSystem=strict",
         "DevicePolicy=closed",
         "DeviceAllow=/dev/sev rw",
+        "DeviceAllow=/dev/kvm rw",
+        "ReadOnlyPaths=/dev",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=CAP_SYS_RAWIO",
         "ReadWritePaths=/etc/kubernetes/node-feature-discovery/features.d",
@@ -62,6 +66,30 @@ def test_unit_is_hardened():
         assert setting in text, setting
     modules = (REPO / "systemd" / "nfd-snp.modules-load.conf").read_text().split("\n")
     assert {"cpuid", "msr"} <= {line.strip() for line in modules}
+
+
+def test_a_read_only_dev_keeps_the_probe_reading_its_devices(tmp_path):
+    """The unit's ReadOnlyPaths=/dev, as systemd sets it up (a read-only bind mount in the
+    service's mount namespace): /dev cannot be changed, and the probe still opens and reads
+    the cpuid device through it."""
+    need(os.geteuid() == 0 and shutil.which("unshare") is not None, "needs root and unshare")
+    if not os.path.exists("/dev/cpu/0/cpuid"):
+        pytest.skip("no cpuid driver on this machine")
+    script = (
+        "mount --bind /dev /dev && mount -o remount,bind,ro /dev && "
+        "{ touch /dev/nfd-snp-test 2>/dev/null && echo writable || echo read-only; } && "
+        f"{' '.join(NFD_SNP)} check --json --libvirt off"
+    )
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    first, _, report = proc.stdout.partition("\n")
+    assert first == "read-only", proc.stdout + proc.stderr
+    cpu = json.loads(report)["facts"]["cpu"]
+    assert cpu["unreadable"] is None and cpu["vendor"], cpu  # read through the read-only /dev
 
 
 def test_default_config_file_is_the_builtin_defaults():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from nfd_snp import facts_cache
 from nfd_snp.checks import evaluate
-from nfd_snp.errors import DomainError
+from nfd_snp.errors import DomainError, WriteError
 from tests.conftest import REPO, SAMPLES, probe_root
 
 NOBODY = 65534
@@ -143,21 +144,22 @@ def test_future_stamp_beyond_clock_skew_is_stale(cache):
     assert "s in the future, more than the 60 s of clock skew allowed" in _refusal(cache)
 
 
-def test_writer_replaces_a_planted_symlink_instead_of_writing_through(cache, tmp_path):
+def test_writer_refuses_a_planted_symlink_instead_of_writing_through(cache, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")
     cache.unlink()
     cache.symlink_to(victim)
-    assert facts_cache.write_if_changed(str(cache), _encoded())
-    assert victim.read_text() == "precious"
-    assert not cache.is_symlink() and facts_cache.load(str(cache)).snp_ready == "yes"
+    with pytest.raises(WriteError, match="it is a symbolic link"):
+        facts_cache.write_if_changed(str(cache), _encoded())
+    assert victim.read_text() == "precious" and cache.is_symlink()
 
 
-def test_writer_replaces_a_fifo_without_blocking(cache):
+def test_writer_refuses_a_fifo_without_blocking(cache):
     cache.unlink()
     os.mkfifo(cache)
-    assert facts_cache.write_if_changed(str(cache), _encoded())
-    assert facts_cache.load(str(cache)).snp_ready == "yes"
+    with pytest.raises(WriteError, match="it is a FIFO"):
+        facts_cache.write_if_changed(str(cache), _encoded())
+    assert stat.S_ISFIFO(os.lstat(cache).st_mode)
 
 
 def test_writer_mends_a_cache_with_loose_permissions(cache):

@@ -62,12 +62,14 @@ def test_plain_lines_anywhere_else(tmp_path, broken_snapshot, stale):
 
 def test_the_service_logs_each_line_at_its_priority(tmp_path):
     """`journalctl -p err` shows the service's errors; changes are notices and infos."""
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    # a metrics file below a regular file cannot be written: an error each cycle
-    args = _args(tmp_path, "--metrics-textfile", str(blocker / "nfd_snp.prom"))
+    metrics = tmp_path / "metrics" / "nfd_snp.prom"
+    args = _args(tmp_path, "--metrics-textfile", str(metrics), "--interval", "1", "--ttl", "60")
     proc, err = _start(args, tmp_path, journal=True)
     try:
+        assert _wait_for(metrics.exists, timeout=20)
+        # a directory where the metrics file was is never replaced: an error each cycle
+        metrics.unlink()
+        (metrics / "not-a-file").mkdir(parents=True)
         assert _wait_for(lambda: "<3>" in open(err.name).read(), timeout=20)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -76,7 +78,7 @@ def test_the_service_logs_each_line_at_its_priority(tmp_path):
     lines = open(err.name).read().splitlines()
     assert all(line[:3] in ("<3>", "<4>", "<5>", "<6>") for line in lines), lines
     errors = [line for line in lines if line.startswith("<3>")]
-    assert len(errors) == 1 and "not-a-directory" in errors[0], lines
+    assert len(errors) == 1 and f"{metrics}: it is a directory" in errors[0], lines
     assert any(line.startswith("<6>probing ") for line in lines)
     assert lines[-1] == "<6>stopped"
     assert not any("nfd-snp: " in line for line in lines)  # journald adds the identifier

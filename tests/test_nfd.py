@@ -346,7 +346,12 @@ def test_killed_between_write_and_rename_leaves_nfd_a_whole_file(tmp_path):
 @pytest.mark.parametrize(
     "target, code, message",
     [
-        ("/dev/null/features.d/nfd-snp", 1, "error: cannot read /dev/null/features.d/nfd-snp"),
+        (
+            "/dev/null/features.d/nfd-snp",
+            2,
+            "error: output: /dev/null/features.d/nfd-snp cannot be written: /dev/null is not a "
+            "directory",
+        ),
         ("{tmp}", 2, "--output: {tmp} is a directory"),
         ("{tmp}/", 2, "is a directory"),
         ("", 2, "--output: is empty"),

@@ -199,10 +199,12 @@ def test_erase_removes_the_feature_file(built, tmp_path):
     subprocess.run(["rpm", "--root", str(root), "--nodeps", "--noscripts", "-i", str(rpm)], **quiet)
     feature = root / "etc/kubernetes/node-feature-discovery/features.d/nfd-snp"
     feature.write_text("sev-snp.node.kubevirt.io/enabled=true\n")
+    lock = feature.parent / ".nfd-snp.lock"  # the service's lock beside it
+    lock.write_text("4242\n")
     subprocess.run(
         ["rpm", "--root", str(root), "--nodeps", "--noscripts", "-e", "nfd-snp"], **quiet
     )
-    assert not feature.exists()
+    assert not feature.exists() and not lock.exists()
 
 
 # -- the installed hook, run from the payload in a system with its dependencies -----------------

@@ -250,10 +250,11 @@ def test_second_instance_exits_with_a_clear_message(tmp_path):
             [*NFD_SNP, "run", *_args(tmp_path)], capture_output=True, text=True, timeout=30
         )
         assert second.returncode == 1
-        lock = tmp_path / "run" / "facts.json.lock"
+        output = tmp_path / "features.d" / "nfd-snp"
+        lock = tmp_path / "features.d" / ".nfd-snp.lock"
         assert second.stderr == (
-            f"nfd-snp: error: another nfd-snp run (pid {first.pid}) already serves these "
-            f"files; it holds {lock}\n"
+            f"nfd-snp: error: another nfd-snp run (pid {first.pid}) already writes {output}; "
+            f"it holds {lock}\n"
         )
         assert first.poll() is None
         _stop(first, log)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 
 import pytest
 
+from nfd_snp import paths
 from nfd_snp.host import LiveHost
 from nfd_snp.model import Generation, MemEncryptLeaf, TcbLayout, TcbVersion
 from nfd_snp.reasons import Reason
 from nfd_snp.sources import cpuid, firmware, guests, kernel, kvm, msr, psp
-from tests.conftest import probe_root
+from tests.conftest import need, probe_root
 
 # -- CPUID -------------------------------------------------------------------------------
 
@@ -79,35 +81,71 @@ def test_generation(family, model, generation):
     assert generation_of(family, model) is generation
 
 
-def _sparse_device(path, entries):
-    """A regular file holding `bytes` at `offset`s: pread() sees what a device would give."""
+def _device_node(path, rdev):
+    """A character device node (root only): `rdev` of a real device of this machine."""
+    need(os.geteuid() == 0, "device nodes are made by root")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for offset, data in entries.items():
-            os.pwrite(fd, data, offset)
-    finally:
-        os.close(fd)
+    os.mknod(path, stat.S_IFCHR | 0o600, rdev)
 
 
-def test_live_cpuid_and_msr_path_reads_device_offsets(tmp_path):
-    """LiveHost preads at offset = leaf / MSR index, as /dev/cpu/0/cpuid and msr expect.
+NULL_DEVICE = os.makedev(1, 3)  # /dev/null: every read is empty, every ioctl ENOTTY
 
-    (Adjacent leaves overlap in a plain file, so only non-adjacent offsets are placed.)
-    """
-    _sparse_device(
-        tmp_path / "dev/cpu/0/cpuid",
-        {0x8000001F: struct.pack("<4I", 0x0101FDFF, 0x4073, 1006, 510)},
-    )
-    _sparse_device(tmp_path / "dev/cpu/0/msr", {0xC0010010: struct.pack("<Q", 0x03FC0000)})
+
+def test_live_cpuid_reads_the_device_at_the_leaf_offset(tmp_path):
+    """LiveHost preads at offset = leaf, as /dev/cpu/N/cpuid expects: leaf 0 names the
+    vendor /proc/cpuinfo names. A device that gives less than asked is a short read."""
+    if not os.path.exists("/dev/cpu/0/cpuid"):
+        pytest.skip("no cpuid driver on this machine")
+    _device_node(tmp_path / paths.CPUID_DEVICE, os.stat("/dev/cpu/0/cpuid").st_rdev)
+    _device_node(tmp_path / paths.MSR_DEVICE, NULL_DEVICE)
     with LiveHost(tmp_path, libvirt=False) as host:
-        leaf = MemEncryptLeaf(*host.cpuid(0x8000001F))
-        syscfg = host.msr(0xC0010010)
+        _max_basic, ebx, ecx, edx = host.cpuid(0)
+        max_extended = host.cpuid(0x80000000)[0]
         with pytest.raises(OSError) as short:
-            host.msr(0xC0010010 + 0x100000000)  # past the end of the file: a short read
-    assert leaf.cbitpos == 51 and leaf.snp and leaf.min_sev_asid == 510
-    assert syscfg == 0x03FC0000
+            host.msr(0xC0010010)
+    with open("/proc/cpuinfo") as cpuinfo:
+        vendor = next(line.split(":")[1].strip() for line in cpuinfo if "vendor_id" in line)
+    assert cpuid.vendor_string(ebx, ecx, edx) == vendor
+    assert 0x80000000 < max_extended < 0x8000FFFF
     assert short.value.errno == errno.EIO
+
+
+@pytest.mark.parametrize("planted", ["file", "fifo", "symlink-out"])
+def test_live_devices_must_be_character_devices(tmp_path, planted):
+    """A regular file, a FIFO or a link out of the root where the cpuid, msr, sev and kvm
+    devices belong: unreadable at once, with what is there, never opened (a FIFO would block
+    the service; a link leaves the root)."""
+    for rel in (paths.CPUID_DEVICE, paths.MSR_DEVICE, paths.SEV_DEVICE, paths.KVM_DEVICE):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if planted == "file":
+            path.write_bytes(b"\0" * 64)
+        elif planted == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to("../" * 8 + "dev/null")  # '..' stays at a live root's top
+    with LiveHost(tmp_path, libvirt=False) as host:
+        cpu = cpuid.read(host)
+        msrs = msr.read(host)
+        sev = psp.read(host, TcbLayout.FAMILY_19H)
+        kvm_facts = kvm.read(host)
+    if planted == "symlink-out":  # resolved at the root: tmp_path/dev/null is not there
+        assert cpu.unreadable.reason is Reason.CPUID_DEVICE_MISSING
+        return
+    kind = "a regular file" if planted == "file" else "a FIFO"
+    assert cpu.unreadable.detail.endswith(f"{kind}, not a character device")
+    assert msrs.unreadable.detail.endswith(f"{kind}, not a character device")
+    assert sev.sev is None and sev.sev_unreadable.errno == errno.ENODEV
+    assert kvm_facts.snp_policy_bits is None
+    assert kvm_facts.snp_policy_bits_unreadable.detail.endswith(f"{kind}, not a character device")
+
+
+def test_live_ioctl_on_a_non_sev_device_is_a_clear_failure(tmp_path):
+    _device_node(tmp_path / paths.SEV_DEVICE, NULL_DEVICE)  # ioctl gives ENOTTY
+    with LiveHost(tmp_path, libvirt=False) as host:
+        facts = psp.read(host, TcbLayout.FAMILY_19H)
+    assert facts.sev is None and facts.sev_unreadable.errno == errno.ENOTTY
+    assert facts.sev_unreadable.reason is Reason.PSP_COMMAND_FAILED
 
 
 def test_live_missing_devices_are_unknown_with_fix(tmp_path):
@@ -117,15 +155,6 @@ def test_live_missing_devices_are_unknown_with_fix(tmp_path):
     assert cpu.vendor is None and cpu.unreadable.reason is Reason.CPUID_DEVICE_MISSING
     assert msrs.syscfg is None and msrs.unreadable.reason is Reason.MSR_DEVICE_MISSING
     assert "modprobe msr" in msrs.unreadable.reason.fix
-
-
-def test_live_ioctl_on_a_non_sev_device_is_a_clear_failure(tmp_path):
-    (tmp_path / "dev").mkdir()
-    (tmp_path / "dev/sev").write_bytes(b"")  # a regular file: ioctl gives ENOTTY
-    with LiveHost(tmp_path, libvirt=False) as host:
-        facts = psp.read(host, TcbLayout.FAMILY_19H)
-    assert facts.sev is None and facts.sev_unreadable.errno == errno.ENOTTY
-    assert facts.sev_unreadable.reason is Reason.PSP_COMMAND_FAILED
 
 
 # -- MSR / PSP through snapshots -----------------------------------------------------------

@@ -242,6 +242,10 @@ class AbsolutePath(Kind):
         path = text.strip()
         if not path.startswith("/"):
             raise DomainError(f"{label}: {path[:60]!r} is not an absolute path")
+        # XML 1.0 cannot carry C0 controls (lxml refuses them, xml.etree writes them and
+        # libvirt then fails to parse the domain), and no firmware path holds one.
+        if any(ord(c) < 32 or ord(c) == 127 for c in path):
+            raise DomainError(f"{label}: {path[:60]!r} contains a control character")
         return path
 
 

@@ -24,11 +24,15 @@ import json
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from nfd_snp.errors import DomainError, InputError, excerpt, printable
 from nfd_snp.kubevirt import manifests as km
 from nfd_snp.kubevirt import sidecar as kubevirt
-from nfd_snp.errors import DomainError, InputError
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
+# A VirtualMachine is about ten levels deep (spec.template.spec.domain.devices.disks[].disk);
+# deeper input is refused before anything walks it (copy, JSON, the sidecar's code).
+MAX_DEPTH = 64
+NAME_SHOWN = 100  # characters of a name from the input echoed in a verdict (errors.excerpt)
 VM_KINDS = ("VirtualMachine", "VirtualMachineInstance")
 DEFINITION_KINDS = (
     "VirtualMachineClusterInstancetype",
@@ -77,8 +81,8 @@ def load_documents(data: bytes, source: str) -> list:
     if text.lstrip().startswith(("{", "[")):
         try:
             docs = [json.loads(text)]
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"{source}: not valid JSON ({str(exc)[:100]})") from None
+        except (ValueError, RecursionError, OverflowError) as exc:
+            raise InputError(f"{source}: not valid JSON ({excerpt(exc, 100)})") from None
     else:
         docs = _load_yaml(text, source)
     objects = []
@@ -91,7 +95,8 @@ def load_documents(data: bytes, source: str) -> list:
     for obj in objects:
         if not isinstance(obj, dict):
             raise InputError(f"{source}: a document is not a Kubernetes object")
-        if str(obj.get("kind", "")).endswith("List") and isinstance(obj.get("items"), list):
+        kind = obj.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(obj.get("items"), list):
             flat += [item for item in obj["items"] if isinstance(item, dict)]
         else:
             flat.append(obj)
@@ -107,14 +112,78 @@ def _load_yaml(text: str, source: str) -> list:
             "`kubectl create --dry-run=client -o json -f FILE | nfd-snp kubevirt check-vm -`"
         ) from None
     try:
-        return list(yaml.safe_load_all(text))
+        return list(yaml.load_all(text, Loader=_loader(yaml)))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise InputError(f"{source}: not valid YAML{line} ({problem})") from None
+        raise InputError(f"{source}: not valid YAML{line} ({excerpt(problem, 100)})") from None
     except RecursionError:
         raise InputError(f"{source}: YAML nested too deeply") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # a 5,000-digit int, a bad date
+        raise InputError(f"{source}: not valid YAML ({excerpt(exc, 100)})") from None
+
+
+_LOADERS: dict = {}
+
+
+def _loader(yaml):
+    """A safe YAML loader that refuses aliases: libyaml's (CSafeLoader) where PyYAML has it,
+    ten times faster than the pure-Python one on large input.
+
+    An alias makes a node appear again wherever it is named, so nine levels of nine aliases
+    are 387 million nodes from 573 bytes, which any walk of the result (copying it, writing
+    it as JSON) expands. Kubernetes never writes aliases (`kubectl get -o yaml` has none),
+    so refusing them all is simpler and safer than bounding their expansion: the second
+    time the constructor is asked for one node, the input used an alias (or a merge key).
+    """
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = _LOADERS.get(base)
+    if loader is None:
+
+        class NoAliasLoader(base):
+            def construct_object(self, node, deep=False):
+                if node in self.constructed_objects or node in self.recursive_objects:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        "aliases (*name) and merge keys (<<) are not accepted: write the "
+                        "manifest out in full",
+                        node.start_mark,
+                    )
+                return super().construct_object(node, deep)
+
+        loader = _LOADERS[base] = NoAliasLoader
+    return loader
+
+
+def shape_problem(obj) -> Optional[str]:
+    """What makes a loaded document something no Kubernetes object can be, or None: a
+    mapping key that is not a string (YAML reads `1:`, `true:`, `null:` and dates as other
+    types), nesting deeper than MAX_DEPTH, or a kind or name that is not a string. Walked
+    once, without recursion, before anything else reads the document."""
+    stack = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    return f"a mapping key is {type(key).__name__} {excerpt(key, 40)}, not a string"
+                stack.append((child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
+    spec = obj.get("spec")
+    refs = [("kind", obj.get("kind"))]
+    refs += [(f"metadata.{k}", _mapping(obj.get("metadata")).get(k)) for k in ("name", "namespace")]
+    for ref in ("instancetype", "preference"):
+        found = _mapping(_mapping(spec).get(ref))
+        refs += [(f"spec.{ref}.{k}", found.get(k)) for k in ("name", "kind")]
+    for where, value in refs:
+        if value is not None and not isinstance(value, str):
+            return f"{where} is {type(value).__name__}, not a string"
+    return None
 
 
 # -- KubeVirt's instancetype and preference application ------------------------------------
@@ -169,12 +238,12 @@ def _reference(ref: dict, default_kind: str, what: str, definitions: dict):
     kind = ref.get("kind") or default_kind
     found = definitions.get((kind, name))
     if found is None:
-        lower = kind.lower()
+        kind, name = excerpt(kind, NAME_SHOWN), excerpt(name, NAME_SHOWN)
         return None, (
             f"{what} {kind}/{name} is not one of nfd-snp's: pass its definition too "
-            f"(`kubectl get {lower} {name} -o yaml`)"
+            f"(`kubectl get {kind.lower()} {name} -o yaml`)"
         )
-    return name, _mapping(found.get("spec"))
+    return excerpt(name, NAME_SHOWN), _mapping(found.get("spec"))
 
 
 def _apply_instancetype(name: str, spec: dict, vmi: dict, result: Result) -> None:
@@ -209,8 +278,8 @@ def _apply_instancetype(name: str, spec: dict, vmi: dict, result: Result) -> Non
     for key, value in _mapping(spec.get("annotations")).items():
         if key in annotations and annotations[key] != value:
             result.errors.append(
-                f"the annotation {key} conflicts with instancetype {name}'s (KubeVirt refuses "
-                "the VM): remove it from the VM"
+                f"the annotation {excerpt(key, NAME_SHOWN)} conflicts with instancetype "
+                f"{name}'s (KubeVirt refuses the VM): remove it from the VM"
             )
         annotations.setdefault(key, value)
 
@@ -335,7 +404,8 @@ def admission(vmi: dict) -> List[str]:
     interfaces = _mapping(domain.get("devices")).get("interfaces")
     for iface in interfaces if isinstance(interfaces, list) else []:
         if isinstance(iface, dict) and iface.get("bootOrder") is not None:
-            errors.append(f"{kind} does not work with bootable NICs ({iface.get('name')})")
+            nic = excerpt(iface.get("name"), NAME_SHOWN)
+            errors.append(f"{kind} does not work with bootable NICs ({nic})")
     return errors
 
 
@@ -357,7 +427,7 @@ def sidecar_entry(annotations: dict, configmap: str) -> Tuple[Optional[dict], Li
         return None, []
     try:
         entries = json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None, [f"{km.SIDECAR_ANNOTATION} is not valid JSON: KubeVirt refuses the VMI"]
     if not isinstance(entries, list):
         return None, [f"{km.SIDECAR_ANNOTATION} must be a JSON list of sidecars"]
@@ -478,10 +548,10 @@ def check(
     node_view=None,
 ) -> Result:
     metadata = _mapping(obj.get("metadata"))
-    name = str(metadata.get("name") or "(no name)")
+    name = excerpt(metadata.get("name") or "(no name)", NAME_SHOWN)
     if metadata.get("namespace"):
-        name = f"{metadata['namespace']}/{name}"
-    result = Result(kind=str(obj.get("kind")), name=name)
+        name = f"{excerpt(metadata['namespace'], NAME_SHOWN)}/{name}"
+    result = Result(kind=excerpt(obj.get("kind"), NAME_SHOWN), name=name)
     vmi = expand(obj, definitions, result)
     if vmi is None:
         return result
@@ -548,7 +618,8 @@ def check(
         elif options:
             result.errors.append(
                 f"no nfd-snp sidecar ({km.SIDECAR_ANNOTATION} naming ConfigMap {configmap}): "
-                f"the annotations {', '.join(sorted(options))} would be ignored"
+                f"the annotations {', '.join(excerpt(k, NAME_SHOWN) for k in sorted(options))} "
+                "would be ignored"
             )
         else:
             result.warnings.append(
@@ -584,6 +655,11 @@ def check_documents(
     """Check every VM/VMI in `objects`; `node` (label, NodeFacts) also judges them there, and
     `node_view` (a node_hook.NodeView of it) says what the Plugin's node hook answers.
     `plugins`: the cluster runs nfd-snp's Plugin (KubeVirt 1.9+) and its instancetypes."""
+    for obj in objects:
+        problem = shape_problem(obj)
+        if problem:
+            name = excerpt(_mapping(obj.get("metadata")).get("name") or "(no name)", NAME_SHOWN)
+            raise InputError(f"a document ({name}) is not a Kubernetes object: {problem}")
     definitions = km.builtin_definitions(plugins)
     for obj in objects:
         if obj.get("kind") in DEFINITION_KINDS:
@@ -616,7 +692,9 @@ def render(results: List[Result]) -> str:
             lines.append(f"  node hook: {r.node_hook}")
         lines += [f"  error: {e}" for e in r.errors]
         lines += [f"  warning: {w}" for w in r.warnings]
-    return "\n".join(lines) + "\n"
+    # Names and values from the input are in these lines: a newline in one must not forge a
+    # line of its own, nor an escape sequence reach the terminal.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def exit_status(results: List[Result]) -> int:

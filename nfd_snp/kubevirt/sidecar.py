@@ -43,6 +43,10 @@ def _mapping(value, where: str) -> dict:
 def parse_vmi(text) -> dict:
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of an argument (surrogateescape)
+        raise InputError("VMI: not UTF-8") from None
     if len(text) > MAX_VMI_BYTES:
         raise InputError(f"VMI: {len(text)} bytes is more than the {MAX_VMI_BYTES} allowed")
     try:

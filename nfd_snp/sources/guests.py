@@ -3,9 +3,8 @@
 A cross-check of misc.current (a guest counted by neither is a leak in one of them). Only
 QEMU command lines are kept in a capture; other processes' arguments stay private.
 
-Not psutil (sources/hook_loaded.py uses it for start times): a command line is all this
-needs, and psutil.Process reads every process's /proc/<pid>/stat first, which snapshots do
-not hold for QEMU processes and which `Host.read` would have to bound and record as well.
+A command line is all this needs: nothing else of a QEMU process is read (its stat and
+status are read only for the libvirt daemons, by sources/hook_loaded.py).
 """
 
 from __future__ import annotations

@@ -7,18 +7,19 @@ before the hook file appeared therefore does not run it until it is restarted. T
 change time (ctime) is compared, not its mtime: rpm and `cp -p` give a new file the mtime of
 the build.
 
-psutil reads the process table from the root's proc directory (`Host.procfs()`, its
-PROCFS_PATH), so a node, a container's /host and a snapshot are read the same way: process
-names and owners, and start times from /proc/<pid>/stat's starttime and /proc/stat's btime.
-Every file psutil reads goes through `Host.read` first, which bounds it, refuses anything
-but a regular file (a FIFO in a snapshot would block psutil) and records it for `capture`:
-/proc/stat's btime line, and stat and status of the daemons only.
+The process table is read through `Host.read` and `Host.listdir` like every other file, so
+a node, a container's /host and a snapshot are read the same way, below their root: process
+names, owners and start times from /proc/<pid>/stat, /proc/<pid>/status and /proc/stat's
+btime, parsed here as proc(5) defines them (what psutil's Process.name, uids and create_time
+read). Not psutil itself: it opens the files by name again, which in a snapshot would follow
+a link planted after `Host.read` had refused it. A capture keeps /proc/stat's btime line and
+the stat and status of the daemons only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import os
 import re
 import stat as stat_mod
 
@@ -35,7 +36,8 @@ DAEMONS = ("virtqemud", "libvirtd")
 PROC_STAT_LIMIT = 4 * 1024 * 1024
 PID_STAT_LIMIT = 4096
 PID_STATUS_LIMIT = 16384
-_BTIME = re.compile(rb"^btime \d+$", re.M)
+_BTIME = re.compile(rb"^btime \d{1,20}$", re.M)  # seconds: 20 digits outlast any clock
+_UID = re.compile(rb"^Uid:\s+(\d+)", re.M)
 
 
 def btime_line(data: bytes) -> bytes:
@@ -49,20 +51,35 @@ def names_a_daemon(stat: bytes) -> bool:
     return any(b"(" + name.encode() + b")" in stat for name in DAEMONS)
 
 
-@contextlib.contextmanager
-def _psutil_at(procfs: str):
-    """psutil reading `procfs`; its module-wide PROCFS_PATH is restored afterwards."""
-    import psutil  # ~20 ms: imported only on hosts that have the hook installed
+def _clock_ticks() -> int:
+    """USER_HZ, the unit of /proc/<pid>/stat's starttime (sysconf(_SC_CLK_TCK), 100 on x86)."""
+    return os.sysconf("SC_CLK_TCK")
 
-    saved = psutil.PROCFS_PATH
-    psutil.PROCFS_PATH = procfs
-    try:
-        # psutil 5.9 keeps the boot time of the first root it read in a module global;
-        # asking for it here reads this root's.
-        psutil.boot_time()
-        yield psutil
-    finally:
-        psutil.PROCFS_PATH = saved
+
+def boot_time(proc_stat: bytes) -> int:
+    """/proc/stat's btime: seconds since the epoch at boot. RuntimeError without one."""
+    match = _BTIME.search(proc_stat)
+    if match is None:
+        raise RuntimeError("/proc/stat has no btime line")
+    return int(match.group().split()[1])
+
+
+def parse_process(stat: bytes, status: bytes, booted: int):
+    """(name, real uid, start time) of a process from its /proc/<pid>/stat and status.
+
+    proc(5): stat is `pid (comm) state ppid ...`, comm may itself hold spaces and
+    parentheses (it ends at the last ')'), and field 22 is the start time in clock ticks
+    after boot; status has `Uid:\treal\teffective\tsaved\tfs`. ValueError when they are not
+    what procfs writes.
+    """
+    head, paren, rest = stat.rpartition(b")")
+    name = head.partition(b"(")[2]
+    fields = rest.split()
+    uid = _UID.search(status)
+    if not paren or len(fields) < 20 or uid is None:
+        raise ValueError("not a /proc/<pid>/stat and status")
+    started = booted + int(fields[19]) / _clock_ticks()  # fields[0] is field 3, state
+    return name.decode("utf-8", "replace"), int(uid.group(1)), started
 
 
 def libvirt_daemons(host: Host) -> tuple:
@@ -72,22 +89,22 @@ def libvirt_daemons(host: Host) -> tuple:
     /etc/libvirt/hooks (KubeVirt's non-root virt-launcher pods run theirs as qemu).
     Raises OSError or RuntimeError (no btime line) when the process table is unreadable.
     """
-    host.read(paths.PROC_STAT, PROC_STAT_LIMIT, redact=btime_line)
+    booted = boot_time(host.read(paths.PROC_STAT, PROC_STAT_LIMIT, redact=btime_line))
     found = []
-    with _psutil_at(host.procfs()) as psutil:
-        for pid in psutil.pids():
-            rel = f"{paths.PROC}/{pid}"
-            try:
-                stat = host.read(f"{rel}/stat", PID_STAT_LIMIT, keep=names_a_daemon)
-                if not names_a_daemon(stat):
-                    continue
-                host.read(f"{rel}/status", PID_STATUS_LIMIT)
-                process = psutil.Process(pid)
-                name = process.name()
-                if name in DAEMONS and process.uids().real == 0:
-                    found.append(LibvirtDaemon(pid, name, process.create_time()))
-            except (OSError, psutil.Error, ValueError, IndexError):
-                continue  # exited meanwhile, or a file that is not what procfs writes
+    for entry in host.listdir(paths.PROC):
+        if not entry.isdigit():
+            continue
+        rel = f"{paths.PROC}/{entry}"
+        try:
+            stat = host.read(f"{rel}/stat", PID_STAT_LIMIT, keep=names_a_daemon)
+            if not names_a_daemon(stat):
+                continue
+            status = host.read(f"{rel}/status", PID_STATUS_LIMIT)
+            name, uid, started = parse_process(stat, status, booted)
+        except (OSError, ValueError):
+            continue  # exited meanwhile, or a file that is not what procfs writes
+        if name in DAEMONS and uid == 0:
+            found.append(LibvirtDaemon(int(entry), name, started))
     return tuple(found)
 
 
