@@ -14,7 +14,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SAMPLES = REPO / "nfd_snp" / "samples"
+DOMAINS = REPO / "tests" / "data" / "domains"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def domain_inputs() -> list:
+    """The domains of tests/data/domains (NAME.xml), not their expected outputs
+    (NAME.VARIANT.xml, tests/test_golden.py)."""
+    return sorted(p for p in DOMAINS.glob("*.xml") if p.name.count(".") == 1)
 
 
 def need(condition: bool, why: str) -> None:
@@ -52,6 +59,14 @@ def cli_runner():
 # Fixtures that bring a real component, and the marker saying so: `-m "not libvirtd and not
 # network"` selects what runs on a build host without them (the RPM's %check).
 FIXTURE_MARKERS = {"libvirtd": "libvirtd", "trixie_root": "network", "trixie_chroot": "network"}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--regenerate-golden",
+        action="store_true",
+        help="Rewrite the expected files of tests/test_golden.py from the current code.",
+    )
 
 
 def pytest_collection_modifyitems(items):

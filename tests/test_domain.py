@@ -15,7 +15,7 @@ from nfd_snp.domain import engine, schema
 from nfd_snp.domain.node import NodeFacts
 from nfd_snp.domain.options import SnpOptions
 from nfd_snp.errors import DomainError, InputError, UnsafeXmlError
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO, SHARED, domain_inputs
 
 OWN = REPO / "tests" / "data" / "domains"
 GENOA = NodeFacts("yes", (), 51, 1, (1, 55), ("/usr/share/edk2/ovmf/OVMF.amdsev.fd",))
@@ -39,7 +39,7 @@ def schemas(trixie_root):
 
 
 def _fixture_paths():
-    paths = sorted(OWN.glob("*.xml"))
+    paths = domain_inputs()
     if (SHARED / "fixtures" / "domains").is_dir():
         paths += sorted((SHARED / "fixtures" / "domains").glob("*.xml"))
     return paths

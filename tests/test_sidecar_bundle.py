@@ -17,7 +17,7 @@ import pytest
 from nfd_snp import sidecar_bundle
 from nfd_snp import xmlio
 from nfd_snp.errors import ProgrammingError
-from tests.conftest import REPO, SHARED, built_chroot
+from tests.conftest import REPO, SHARED, built_chroot, domain_inputs
 
 HOST_DATA = "aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg="
 SNP_DOMAIN = REPO / "tests" / "data" / "kubevirt" / "kubevirt-snp.xml"
@@ -47,7 +47,7 @@ def canonical(xml: str) -> str:
 
 
 def _domains():
-    paths = sorted((REPO / "tests" / "data" / "domains").glob("*.xml")) + [SNP_DOMAIN]
+    paths = domain_inputs() + [SNP_DOMAIN]
     if (SHARED / "fixtures" / "domains").is_dir():
         paths += sorted((SHARED / "fixtures" / "domains").glob("*.xml"))
     return paths
