@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from nfd_snp import snp_policy
 from nfd_snp.reasons import Reason
+from nfd_snp.snp_policy import SnpPolicyRule
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,45 @@ def _bit(value: int, n: int) -> bool:
     return bool(value & (1 << n))
 
 
+class RegisterBit(enum.IntFlag):
+    """A named bit of a register; `number` is its position, as documents and details show it
+    (`SYSCFG[23]`, `EAX[1]`)."""
+
+    @property
+    def number(self) -> int:
+        return self.value.bit_length() - 1
+
+
+class MemEncryptBit(RegisterBit):
+    """CPUID Fn8000_001F EAX (AMD64 APM vol. 3, "Encrypted Memory Capabilities";
+    arch/x86/include/asm/cpufeatures.h word 19)."""
+
+    SME = 1 << 0
+    SEV = 1 << 1
+    PAGE_FLUSH_MSR = 1 << 2
+    SEV_ES = 1 << 3
+    SNP = 1 << 4
+    VMPL = 1 << 5
+    SECURE_TSC = 1 << 8
+    # A segmented RMP (Zen 5; X86_FEATURE_SEGMENTED_RMP).
+    SEGMENTED_RMP = 1 << 23
+
+
+class SyscfgBit(RegisterBit):
+    """SYSCFG, MSR 0xC0010010 (AMD64 APM vol. 2; arch/x86/include/asm/msr-index.h
+    MSR_AMD64_SYSCFG_*_BIT)."""
+
+    MEM_ENCRYPT = 1 << 23
+    SNP_EN = 1 << 24
+    VMPL_EN = 1 << 25
+
+
+class RmpCfgBit(RegisterBit):
+    """RMP_CFG, MSR 0xC0010136 (msr-index.h MSR_AMD64_SEG_RMP_ENABLED_BIT)."""
+
+    SEGMENTED = 1 << 0
+
+
 # -- CPU (CPUID) ----------------------------------------------------------------------
 
 
@@ -43,39 +84,36 @@ class MemEncryptLeaf:
     ecx: int
     edx: int
 
+    def has(self, bit: MemEncryptBit) -> bool:
+        return bool(self.eax & bit)
+
     @property
     def sme(self) -> bool:
-        return _bit(self.eax, 0)
+        return self.has(MemEncryptBit.SME)
 
     @property
     def sev(self) -> bool:
-        return _bit(self.eax, 1)
-
-    @property
-    def page_flush_msr(self) -> bool:
-        return _bit(self.eax, 2)
+        return self.has(MemEncryptBit.SEV)
 
     @property
     def sev_es(self) -> bool:
-        return _bit(self.eax, 3)
+        return self.has(MemEncryptBit.SEV_ES)
 
     @property
     def snp(self) -> bool:
-        return _bit(self.eax, 4)
+        return self.has(MemEncryptBit.SNP)
 
     @property
     def vmpl(self) -> bool:
-        return _bit(self.eax, 5)
+        return self.has(MemEncryptBit.VMPL)
 
     @property
     def secure_tsc(self) -> bool:
-        return _bit(self.eax, 8)
+        return self.has(MemEncryptBit.SECURE_TSC)
 
     @property
     def segmented_rmp(self) -> bool:
-        """EAX[23]: the CPU supports a segmented RMP (Zen 5; X86_FEATURE_SEGMENTED_RMP,
-        arch/x86/include/asm/cpufeatures.h word 19 bit 23)."""
-        return _bit(self.eax, 23)
+        return self.has(MemEncryptBit.SEGMENTED_RMP)
 
     @property
     def cbitpos(self) -> int:
@@ -228,22 +266,22 @@ class MsrFacts:
     rmp_cfg: Optional[int] = None
     rmp_cfg_unreadable: Optional[Unreadable] = None
 
+    def has(self, bit: SyscfgBit) -> Optional[bool]:
+        """A SYSCFG bit; None when SYSCFG was not read."""
+        return None if self.syscfg is None else bool(self.syscfg & bit)
+
     @property
     def mem_encrypt(self) -> Optional[bool]:
-        return None if self.syscfg is None else _bit(self.syscfg, 23)
+        return self.has(SyscfgBit.MEM_ENCRYPT)
 
     @property
     def snp_en(self) -> Optional[bool]:
-        return None if self.syscfg is None else _bit(self.syscfg, 24)
-
-    @property
-    def vmpl_en(self) -> Optional[bool]:
-        return None if self.syscfg is None else _bit(self.syscfg, 25)
+        return self.has(SyscfgBit.SNP_EN)
 
     @property
     def rmp_segmented(self) -> Optional[bool]:
         """RMP_CFG bit 0 (MSR_AMD64_SEG_RMP_ENABLED); None when RMP_CFG was not read."""
-        return None if self.rmp_cfg is None else _bit(self.rmp_cfg, 0)
+        return None if self.rmp_cfg is None else bool(self.rmp_cfg & RmpCfgBit.SEGMENTED)
 
     @property
     def rmp_segment_shift(self) -> Optional[int]:
@@ -652,30 +690,6 @@ class CBit:
     reduced_source: str
 
 
-# -- SEV-SNP guest policy (SEV-SNP firmware ABI "Guest Policy", include/linux/psp-sev.h) --------
-
-SNP_POLICY_RESERVED_MBO = 1 << 17
-# arch/x86/kvm/svm/sev.c SNP_POLICY_MASK_VALID before Linux 6.19: ABI minor and major (0-15),
-# SMT (16), reserved-must-be-one (17), DEBUG (19), SINGLE_SOCKET (20). Bit 18 (migration
-# agent) and bits 21+ fail SNP_LAUNCH_START with EINVAL (AMDESE/AMDSEV#240, policy 0x70000).
-KVM_SNP_POLICY_MASK_BEFORE_6_19 = 0x1BFFFF
-
-
-@dataclass(frozen=True)
-class SnpPolicyRule:
-    """Which SNP guest policies this host's KVM accepts at SNP_LAUNCH_START."""
-
-    accepted: int  # every bit set in a policy must be in here
-    required: int  # and these must be set
-    source: str  # where the rule comes from
-
-    def rejected_bits(self, policy: int) -> int:
-        return policy & ~self.accepted
-
-    def missing_bits(self, policy: int) -> int:
-        return self.required & ~policy
-
-
 def snp_policy_rule(kvm: KvmFacts, kernel: KernelFacts) -> Optional[SnpPolicyRule]:
     """KVM_X86_SNP_POLICY_BITS where the kernel publishes it (6.19+: what KVM and the
     firmware accept), else what every kernel of its version accepts; None when neither says.
@@ -688,14 +702,14 @@ def snp_policy_rule(kvm: KvmFacts, kernel: KernelFacts) -> Optional[SnpPolicyRul
     """
     if kvm.snp_policy_bits is not None:
         return SnpPolicyRule(
-            kvm.snp_policy_bits, SNP_POLICY_RESERVED_MBO, "KVM_X86_SNP_POLICY_BITS"
+            kvm.snp_policy_bits, snp_policy.RESERVED_MBO, "KVM_X86_SNP_POLICY_BITS"
         )
     version = kernel.version
     if version is None or version < (6, 10) or version >= (6, 19):
         return None
     return SnpPolicyRule(
-        KVM_SNP_POLICY_MASK_BEFORE_6_19,
-        SNP_POLICY_RESERVED_MBO,
+        snp_policy.KVM_MASK_BEFORE_6_19,
+        snp_policy.RESERVED_MBO,
         f"the rule of Linux {version[0]}.{version[1]}",
     )
 
