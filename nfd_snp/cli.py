@@ -585,7 +585,7 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root):
         # A KubeVirt node has no host libvirt; what the VM needs is the node's own facts.
         config = settings.build({"host_root": (node_root, "--node"), "libvirt": ("off", "--node")})
         report = probe_report(config).report
-        node = (node_root, facts_cache.from_summary(facts_cache.summary(report)))
+        node = (node_root, facts_cache.NodeFacts.of_report(report))
     results = kubevirt_check.check_documents(
         objects, configmap=sidecar_configmap, vep_field=vep_field, node=node
     )

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from nfd_snp import xmlio
 from nfd_snp.domain import engine, schema
-from nfd_snp.domain.node import NodeFacts
 from nfd_snp.domain.options import SnpOptions
 from nfd_snp.errors import DomainError, InputError, UnsafeXmlError
 from tests.conftest import REPO, SHARED, domain_inputs
+from tests.facts import node
 
 OWN = REPO / "tests" / "data" / "domains"
-GENOA = NodeFacts("yes", (), 51, 1, (1, 55), ("/usr/share/edk2/ovmf/OVMF.amdsev.fd",))
+GENOA = node()
 B64 = {
     name: base64.b64encode(bytes(i % 251 for i in range(size))).decode()
     for name, size in (
@@ -248,7 +248,7 @@ def test_verify_refuses_unconverted_and_mismatched():
     with pytest.raises(DomainError, match="not converted .launchSecurity type='sev'"):
         engine.verify(unconverted, GENOA)
     converted = xmlio.parse((OWN / "converted-snp.xml").read_bytes())
-    turin_like = NodeFacts("yes", (), 52, 1, (1, 55), ())
+    turin_like = node(cbitpos=52, snp_firmware=())
     with pytest.raises(DomainError, match=r"does not match .*\(cbitpos\)"):
         engine.verify(converted, turin_like)
     marker = engine.find_marker(converted)
@@ -365,7 +365,7 @@ _device = st.sampled_from(
         "<!-- a comment -->",
     ]
 )
-_node = st.sampled_from([None, GENOA, NodeFacts("yes", (), 47, 1, (1, 51), ())])
+_node = st.sampled_from([None, GENOA, node(cbitpos=47, snp_api=(1, 51), snp_firmware=())])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
