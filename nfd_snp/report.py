@@ -146,7 +146,7 @@ def render_table(
             lines.append(f"{tag} {(indent + text).ljust(title_width)}  {detail[0]}")
             lines.extend(pad + more for more in detail[1:])
         if describe and len(group) == 1:
-            about = textwrap.wrap(r.check.description, text_width)
+            about = textwrap.wrap(r.check.description, text_width, break_on_hyphens=False)
             lines.extend(pad + click.style(part, fg="bright_black") for part in about)
         if r.fix:
             fix_text = printable(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]")

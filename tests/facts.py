@@ -23,6 +23,7 @@ from nfd_snp.model import (
     FirmwareFacts,
     FirmwareImage,
     GuestFacts,
+    HookFacts,
     HostFacts,
     KernelFacts,
     KvmFacts,
@@ -141,6 +142,7 @@ READY = HostFacts(
     ),
     firmware=FirmwareFacts((SNP_OVMF,)),
     guests=GuestFacts((), (4242,)),
+    hook=HookFacts(installed=False),
 )
 
 # Parts replaced whole, for the usual "could not be read" cases.
