@@ -56,9 +56,16 @@ def cli_runner():
         return CliRunner()
 
 
-# Fixtures that bring a real component, and the marker saying so: `-m "not libvirtd and not
-# network"` selects what runs on a build host without them (the RPM's %check).
-FIXTURE_MARKERS = {"libvirtd": "libvirtd", "trixie_root": "network", "trixie_chroot": "network"}
+# Fixtures that bring a real component, and the markers saying so. `system`: builds a chroot
+# or an RPM or starts a daemon, so `-m "not system"` is the quick edit-test loop; `libvirtd`
+# and `network` (a running libvirtd, Debian packages fetched) are what a build host lacks, so
+# `-m "not libvirtd and not network"` is the RPM's %check.
+FIXTURE_MARKERS = {
+    "libvirtd": ("libvirtd", "system"),
+    "trixie_root": ("network",),
+    "trixie_chroot": ("network", "system"),
+    "bullseye": ("network", "system"),
+}
 
 
 def pytest_addoption(parser):
@@ -71,9 +78,10 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        for fixture, marker in FIXTURE_MARKERS.items():
+        for fixture, markers in FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
-                item.add_marker(marker)
+                for marker in markers:
+                    item.add_marker(marker)
 
 
 @pytest.fixture
@@ -137,10 +145,19 @@ def trixie_root():
     return dest / "root"
 
 
+def need_libvirt_python() -> None:
+    try:
+        import libvirt  # noqa: F401
+    except ImportError:
+        need(False, "libvirt-python is not installed")
+
+
 @pytest.fixture(scope="session")
 def libvirtd():
-    """A real libvirtd answering on qemu:///system (started by scripts/start-libvirtd.sh)."""
+    """A real libvirtd answering on qemu:///system (started by scripts/start-libvirtd.sh),
+    and libvirt-python to talk to it."""
     need(shutil.which("libvirtd") is not None, "libvirtd is not installed")
+    need_libvirt_python()
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "start-libvirtd.sh")], capture_output=True, text=True
     )
