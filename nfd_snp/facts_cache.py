@@ -56,128 +56,98 @@ UNKNOWN = "node SEV-SNP readiness is unknown"
 # -- the facts ----------------------------------------------------------------------------
 
 
-class _Kind:
-    """How one fact is written to JSON and read back; `read` raises ValueError on a value
-    of the wrong shape. `expected` names the shape in the reader's refusal."""
-
-    expected = ""
-
-    def read(self, value):
-        return value
-
-    def write(self, value):
-        return value
+# How each kind of fact is read back from JSON: a function that returns the typed value or
+# raises ValueError, and what it expects, for the reader's refusal. (Functions, not classes:
+# the hook imports this module on every SNP domain's start.)
 
 
-class _SmallInt(_Kind):
-    expected = "a small integer"
-
-    def read(self, value):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 16:
-            raise ValueError
-        return value
+def _small_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 16:
+        raise ValueError
+    return value
 
 
-class _Choice(_Kind):
-    def __init__(self, *choices: str) -> None:
-        self.choices = choices
-        self.expected = ", ".join(choices[:-1]) + " or " + choices[-1]
-
-    def read(self, value):
-        if value not in self.choices:
-            raise ValueError
-        return value
+def _readiness(value):
+    if value not in ("yes", "no", "unknown"):
+        raise ValueError
+    return value
 
 
-class _Strings(_Kind):
-    """A tuple of strings, a JSON list."""
-
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
-
-    def read(self, value):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError
-        return tuple(value)
-
-    def write(self, value):
-        return list(value)
+def _strings(value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError
+    return tuple(value)
 
 
-class _Version(_Kind):
-    expected = "[major, minor]"
-
-    def read(self, value):
-        if not isinstance(value, list) or len(value) != 2:
-            raise ValueError
-        return _SMALL_INT.read(value[0]), _SMALL_INT.read(value[1])
-
-    def write(self, value):
-        return list(value)
+def _version(value):
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError
+    return _small_int(value[0]), _small_int(value[1])
 
 
-class _Bool(_Kind):
-    expected = "true, false or null"
-
-    def read(self, value):
-        if not isinstance(value, bool):
-            raise ValueError
-        return value
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError
+    return value
 
 
-class _Seconds(_Kind):
-    expected = f"{TTL_MIN:g}..{TTL_MAX:g} seconds (the service's ttl)"
-
-    def read(self, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError
-        if not TTL_MIN <= value <= TTL_MAX:
-            raise ValueError
-        return float(value)
+def _seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError
+    if not TTL_MIN <= value <= TTL_MAX:
+        raise ValueError
+    return float(value)
 
 
-class _PolicyRule(_Kind):
-    """nfd_snp.snp_policy.SnpPolicyRule as {accepted, required, source}."""
+def _policy_rule(value):
+    """nfd_snp.snp_policy.SnpPolicyRule from {accepted, required, source}."""
+    from nfd_snp.snp_policy import SnpPolicyRule
 
-    expected = "{accepted, required, source}"
-
-    def read(self, value):
-        from nfd_snp.snp_policy import SnpPolicyRule
-
-        if not isinstance(value, dict):
-            raise ValueError
-        bits = [value.get("accepted"), value.get("required")]
-        source = value.get("source")
-        if not isinstance(source, str) or not all(
-            isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 1 << 64 for b in bits
-        ):
-            raise ValueError
-        return SnpPolicyRule(bits[0], bits[1], source)
-
-    def write(self, value):
-        return {"accepted": value.accepted, "required": value.required, "source": value.source}
+    if not isinstance(value, dict):
+        raise ValueError
+    bits = [value.get("accepted"), value.get("required")]
+    source = value.get("source")
+    if not isinstance(source, str) or not all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 1 << 64 for b in bits
+    ):
+        raise ValueError
+    return SnpPolicyRule(bits[0], bits[1], source)
 
 
-_SMALL_INT = _SmallInt()
+def _policy_rule_json(rule) -> dict:
+    return {"accepted": rule.accepted, "required": rule.required, "source": rule.source}
+
+
+SMALL_INT = (_small_int, "a small integer")
+READINESS = (_readiness, "yes, no or unknown")
+VERSION = (_version, "[major, minor]")
+BOOL = (_bool, "true, false or null")
+SECONDS = (_seconds, f"{TTL_MIN:g}..{TTL_MAX:g} seconds (the service's ttl)")
+POLICY_RULE = (_policy_rule, "{accepted, required, source}")
 
 
 class Fact:
-    """One node fact: where it sits in the cache (`key`, a path through nested objects),
-    its kind, its value when the cache lacks it (`default`; `required` facts have none),
-    and how the service takes it from a readiness report (`of_report`).
+    """One node fact: where it sits in the cache (`key`, a path through nested objects), its
+    kind (how it is read back, and what a reader expects), its value when the cache lacks
+    it (`default`; `required` facts have none), how the service takes it from a readiness
+    report (`of_report`), and where needed how it is written (`write`) and the refusal of a
+    malformed value (`invalid`).
 
     As a class attribute of NodeFacts it declares the attribute of the same name; the
     class, the document the service writes and the reader all follow from these lines.
     """
 
-    def __init__(self, key, kind, of_report, default=None, *, required=False, invalid=""):
+    def __init__(
+        self, key, kind, of_report, default=None, *, required=False, write=None, invalid=""
+    ):
         self.key = key
         self.path = tuple(key.split("/"))
-        self.kind = kind
+        self.kind, self.expected = kind
         self.of_report = of_report
         self.default = default
         self.required = required
-        self.invalid = invalid or f"{self.path[-1]} is not {kind.expected}"
+        self.write_json = write
+        self.invalid = invalid
         self.name = ""
 
     def __set_name__(self, owner, name: str) -> None:
@@ -191,20 +161,25 @@ class Fact:
         value = document
         for part in self.path:
             value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            if self.required:
-                raise DomainError(f"facts cache: {self.invalid}")
+        if value is None and not self.required:
             return self.default
         try:
-            return self.kind.read(value)
+            if value is None:
+                raise ValueError
+            return self.kind(value)
         except ValueError:
-            raise DomainError(f"facts cache: {self.invalid}") from None
+            why = self.invalid or f"{self.path[-1]} is not {self.expected}"
+            raise DomainError(f"facts cache: {why}") from None
 
     def write(self, document: dict, value) -> None:
         *parents, leaf = self.path
         for part in parents:
             document = document.setdefault(part, {})
-        document[leaf] = None if value is None else self.kind.write(value)
+        if isinstance(value, tuple):
+            value = list(value)  # as JSON reads it back
+        elif value is not None and self.write_json is not None:
+            value = self.write_json(value)
+        document[leaf] = value
 
 
 # What the service takes from a readiness report (nfd_snp.checks.Report) for each fact.
@@ -251,26 +226,29 @@ class NodeFacts:
 
     snp_ready = Fact(  # "yes", "no" or "unknown"
         "verdicts/sev-snp/ready",
-        _Choice("yes", "no", "unknown"),
+        READINESS,
         lambda report: _snp_verdict(report).ready.value,
         required=True,
         invalid="no sev-snp verdict",
     )
     blocking = Fact(  # the checks blocking SEV-SNP (or leaving it unknown)
         "verdicts/sev-snp/blocking",
-        _Strings("a list of check names"),
+        (_strings, "a list of check names"),
         lambda report: _snp_verdict(report).blocking,
         (),
     )
-    cbitpos = Fact("cbitpos", _SMALL_INT, _cbitpos)
-    reducedPhysBits = Fact("reducedPhysBits", _SMALL_INT, _reduced_phys_bits)
-    snp_api = Fact("snp_api", _Version(), _snp_api)  # (major, minor)
-    snp_firmware = Fact("snp_firmware", _Strings("a list of paths"), _snp_firmware, ())
+    cbitpos = Fact("cbitpos", SMALL_INT, _cbitpos)
+    reducedPhysBits = Fact("reducedPhysBits", SMALL_INT, _reduced_phys_bits)
+    snp_api = Fact("snp_api", VERSION, _snp_api)  # (major, minor)
+    snp_firmware = Fact("snp_firmware", (_strings, "a list of paths"), _snp_firmware, ())
     snp_policy = Fact(  # nfd_snp.snp_policy.SnpPolicyRule of this node's KVM
-        "snp_policy", _PolicyRule(), lambda report: report.facts.snp_policy_rule()
+        "snp_policy",
+        POLICY_RULE,
+        lambda report: report.facts.snp_policy_rule(),
+        write=_policy_rule_json,
     )
-    asids_shared = Fact("asids_shared", _Bool(), _asids_shared)  # no ciphertext hiding
-    valid_for = Fact("valid_for", _Seconds(), None, required=True)  # the service's ttl
+    asids_shared = Fact("asids_shared", BOOL, _asids_shared)  # no ciphertext hiding
+    valid_for = Fact("valid_for", SECONDS, None, required=True)  # the service's ttl
 
     def __init__(self, **values) -> None:
         for fact in FACTS:
