@@ -644,7 +644,8 @@ class HostFacts:
         return GuestAsids(hidden if guest == "sev-snp" else joint - hidden, split, False)
 
     def snp_policy_rule(self) -> Optional[SnpPolicyRule]:
-        return snp_policy_rule(self.kvm, self.kernel)
+        """The SNP guest policies this host's KVM accepts (nfd_snp.snp_policy.kvm_rule)."""
+        return snp_policy.kvm_rule(self.kvm.snp_policy_bits, self.kernel.version)
 
     def cbit(self) -> Optional["CBit"]:
         """The C-bit and reducedPhysBits a guest's launchSecurity uses on this host.
@@ -688,30 +689,6 @@ class CBit:
     cbitpos_source: str
     reducedPhysBits: int
     reduced_source: str
-
-
-def snp_policy_rule(kvm: KvmFacts, kernel: KernelFacts) -> Optional[SnpPolicyRule]:
-    """KVM_X86_SNP_POLICY_BITS where the kernel publishes it (6.19+: what KVM and the
-    firmware accept), else what every kernel of its version accepts; None when neither says.
-
-    From the version alone only the mask is certain: no KVM before 6.19 takes a bit outside
-    0x1bffff. Upstream 6.10-6.16 also refuse a policy without SMT (16) or with SINGLE_SOCKET
-    (20), but 6.17 dropped those checks ("Drop KVM's rejection of SNP's SMT and
-    single-socket policy restrictions") and distributions backport it, so a guest is not
-    refused on that guess; docs/troubleshooting.md maps the launch error if it happens.
-    """
-    if kvm.snp_policy_bits is not None:
-        return SnpPolicyRule(
-            kvm.snp_policy_bits, snp_policy.RESERVED_MBO, "KVM_X86_SNP_POLICY_BITS"
-        )
-    version = kernel.version
-    if version is None or version < (6, 10) or version >= (6, 19):
-        return None
-    return SnpPolicyRule(
-        snp_policy.KVM_MASK_BEFORE_6_19,
-        snp_policy.RESERVED_MBO,
-        f"the rule of Linux {version[0]}.{version[1]}",
-    )
 
 
 def to_jsonable(value):

@@ -99,3 +99,24 @@ class SnpPolicyRule:
         if not problems:
             return None
         return f"{'; '.join(problems)}; accepted bits {self.accepted:#x}, from {self.source}"
+
+
+def kvm_rule(policy_bits, kernel_version) -> "SnpPolicyRule | None":
+    """The rule of a host's KVM: KVM_X86_SNP_POLICY_BITS where the kernel publishes it
+    (6.19+: what KVM and the firmware accept), else what every kernel of its (major, minor)
+    version accepts; None when neither says.
+
+    From the version alone only the mask is certain: no KVM before 6.19 takes a bit outside
+    0x1bffff. Upstream 6.10-6.16 also refuse a policy without SMT (16) or with SINGLE_SOCKET
+    (20), but 6.17 dropped those checks ("Drop KVM's rejection of SNP's SMT and
+    single-socket policy restrictions") and distributions backport it, so a guest is not
+    refused on that guess; docs/troubleshooting.md maps the launch error if it happens.
+    """
+    if policy_bits is not None:
+        return SnpPolicyRule(policy_bits, RESERVED_MBO, "KVM_X86_SNP_POLICY_BITS")
+    version = kernel_version
+    if version is None or version < (6, 10) or version >= (6, 19):
+        return None
+    return SnpPolicyRule(
+        KVM_MASK_BEFORE_6_19, RESERVED_MBO, f"the rule of Linux {version[0]}.{version[1]}"
+    )
