@@ -573,22 +573,29 @@ class HookFacts:
     daemons_unreadable: Optional[Unreadable] = None
 
 
+def source(module: str, *needs: str, **default):
+    """A field of HostFacts that `nfd_snp.sources.<module>` reads: `read(host, *facts)`, given
+    the facts of the fields it `needs` (fields are read in declaration order). A new source
+    is its module and one such field."""
+    return dataclasses.field(metadata={"source": module, "needs": needs}, **default)
+
+
 @dataclass(frozen=True)
 class HostFacts:
-    """Everything one probe read from one host root."""
+    """Everything one probe read from one host root (nfd_snp.probe reads each `source`)."""
 
     root: str
     snapshot: bool
-    cpu: CpuFacts
-    msr: MsrFacts
-    kernel: KernelFacts
-    kvm: KvmFacts
-    psp: PspFacts
-    asids: AsidFacts
-    domcaps: DomainCapsFacts
-    firmware: FirmwareFacts
-    guests: GuestFacts
-    hook: HookFacts = HookFacts(installed=None)
+    cpu: CpuFacts = source("cpuid")
+    msr: MsrFacts = source("msr", "cpu")  # RMP_CFG exists where CPUID says so
+    kernel: KernelFacts = source("kernel")
+    kvm: KvmFacts = source("kvm")
+    psp: PspFacts = source("psp", "cpu", "kernel", "kvm")  # TCB layout, SNP query
+    asids: AsidFacts = source("cgroup")
+    domcaps: DomainCapsFacts = source("domcaps")
+    firmware: FirmwareFacts = source("firmware")
+    guests: GuestFacts = source("guests")
+    hook: HookFacts = source("hook_loaded", default=HookFacts(installed=None))
 
     @property
     def family(self) -> Optional[int]:

@@ -123,7 +123,7 @@ def test_live_ioctl_on_a_non_sev_device_is_a_clear_failure(tmp_path):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev/sev").write_bytes(b"")  # a regular file: ioctl gives ENOTTY
     with LiveHost(tmp_path, libvirt=False) as host:
-        facts = psp.read(host, TcbLayout.FAMILY_19H)
+        facts = psp.read(host, cpuid.read(host), kernel.read(host), kvm.read(host))
     assert facts.sev is None and facts.sev_unreadable.errno == errno.ENOTTY
     assert facts.sev_unreadable.reason is Reason.PSP_COMMAND_FAILED
 

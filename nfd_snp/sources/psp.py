@@ -14,6 +14,9 @@ from nfd_snp import paths, uapi
 from nfd_snp.errors import NotCaptured, PspError
 from nfd_snp.host import Host
 from nfd_snp.model import (
+    CpuFacts,
+    KernelFacts,
+    KvmFacts,
     PspFacts,
     SevPlatformStatus,
     SnpPlatformStatus,
@@ -110,9 +113,14 @@ def snp_status_has_side_effects(kernel, kvm) -> bool:
     return version is not None and (6, 16) <= version < (7, 0) and kvm.sev_snp.enabled is not True
 
 
-def read(host: Host, layout: TcbLayout, *, snp_query: bool = True) -> PspFacts:
-    """Both status replies; with `snp_query` False, SNP_PLATFORM_STATUS is not sent at all
-    (see snp_status_has_side_effects) and its reply is unknown with that reason."""
+def read(host: Host, cpu: CpuFacts, kernel: KernelFacts, kvm: KvmFacts) -> PspFacts:
+    """Both status replies, the TCBs decoded with the layout of the CPU family (CPUID, else
+    /proc/cpuinfo). Where the kernel would initialise SNP to answer it
+    (snp_status_has_side_effects), SNP_PLATFORM_STATUS is not sent at all and its reply is
+    unknown with that reason."""
+    family = cpu.family if cpu.family is not None else kernel.family
+    layout = TcbLayout.for_family(family)
+    snp_query = not snp_status_has_side_effects(kernel, kvm)
     replies = {}
     for command in (uapi.SEV_PLATFORM_STATUS, uapi.SNP_PLATFORM_STATUS):
         if command == uapi.SNP_PLATFORM_STATUS and not snp_query:
