@@ -33,43 +33,46 @@ def _bit(value: int, n: int) -> bool:
     return bool(value & (1 << n))
 
 
-class RegisterBit(enum.IntFlag):
-    """A named bit of a register; `number` is its position, as documents and details show it
-    (`SYSCFG[23]`, `EAX[1]`)."""
+class RegisterBit(int):
+    """A named bit of a register: the mask, and its position as documents and details show
+    it (`SYSCFG[23]`, `EAX[1]`). (An int, not an enum.IntFlag: the four flag classes cost
+    `nfd-snp check` more than the rest of this module.)"""
 
-    @property
-    def number(self) -> int:
-        return self.value.bit_length() - 1
+    number: int
+
+    def __new__(cls, number: int) -> "RegisterBit":
+        bit = super().__new__(cls, 1 << number)
+        bit.number = number
+        return bit
 
 
-class MemEncryptBit(RegisterBit):
+class MemEncryptBit:
     """CPUID Fn8000_001F EAX (AMD64 APM vol. 3, "Encrypted Memory Capabilities";
     arch/x86/include/asm/cpufeatures.h word 19)."""
 
-    SME = 1 << 0
-    SEV = 1 << 1
-    PAGE_FLUSH_MSR = 1 << 2
-    SEV_ES = 1 << 3
-    SNP = 1 << 4
-    VMPL = 1 << 5
-    SECURE_TSC = 1 << 8
-    # A segmented RMP (Zen 5; X86_FEATURE_SEGMENTED_RMP).
-    SEGMENTED_RMP = 1 << 23
+    SME = RegisterBit(0)
+    SEV = RegisterBit(1)
+    PAGE_FLUSH_MSR = RegisterBit(2)
+    SEV_ES = RegisterBit(3)
+    SNP = RegisterBit(4)
+    VMPL = RegisterBit(5)
+    SECURE_TSC = RegisterBit(8)
+    SEGMENTED_RMP = RegisterBit(23)  # a segmented RMP (Zen 5; X86_FEATURE_SEGMENTED_RMP)
 
 
-class SyscfgBit(RegisterBit):
+class SyscfgBit:
     """SYSCFG, MSR 0xC0010010 (AMD64 APM vol. 2; arch/x86/include/asm/msr-index.h
     MSR_AMD64_SYSCFG_*_BIT)."""
 
-    MEM_ENCRYPT = 1 << 23
-    SNP_EN = 1 << 24
-    VMPL_EN = 1 << 25
+    MEM_ENCRYPT = RegisterBit(23)
+    SNP_EN = RegisterBit(24)
+    VMPL_EN = RegisterBit(25)
 
 
-class RmpCfgBit(RegisterBit):
+class RmpCfgBit:
     """RMP_CFG, MSR 0xC0010136 (msr-index.h MSR_AMD64_SEG_RMP_ENABLED_BIT)."""
 
-    SEGMENTED = 1 << 0
+    SEGMENTED = RegisterBit(0)
 
 
 # -- CPU (CPUID) ----------------------------------------------------------------------
@@ -84,7 +87,7 @@ class MemEncryptLeaf:
     ecx: int
     edx: int
 
-    def has(self, bit: MemEncryptBit) -> bool:
+    def has(self, bit: RegisterBit) -> bool:
         return bool(self.eax & bit)
 
     @property
@@ -266,7 +269,7 @@ class MsrFacts:
     rmp_cfg: Optional[int] = None
     rmp_cfg_unreadable: Optional[Unreadable] = None
 
-    def has(self, bit: SyscfgBit) -> Optional[bool]:
+    def has(self, bit: RegisterBit) -> Optional[bool]:
         """A SYSCFG bit; None when SYSCFG was not read."""
         return None if self.syscfg is None else bool(self.syscfg & bit)
 

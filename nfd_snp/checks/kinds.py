@@ -16,13 +16,13 @@ from nfd_snp.checks.engine import (
     passed,
 )
 from nfd_snp.checks.evidence import Evidence, first
-from nfd_snp.model import DomainCapsFacts, HostFacts, MemEncryptBit, SyscfgBit
+from nfd_snp.model import DomainCapsFacts, HostFacts, RegisterBit
 from nfd_snp.reasons import Reason
 
 Evaluate = Callable[[HostFacts], Outcome]
 
 
-def cpuid_bit(bit: MemEncryptBit, reason: Reason, evidence: Sequence[Evidence] = ()) -> Evaluate:
+def cpuid_bit(bit: RegisterBit, reason: Reason, evidence: Sequence[Evidence] = ()) -> Evaluate:
     """A CPUID 0x8000001F EAX bit; other evidence vouches for it when CPUID is unreadable."""
     where = f"CPUID 0x8000001F EAX[{bit.number}]"
 
@@ -51,7 +51,7 @@ def cpuid_bit(bit: MemEncryptBit, reason: Reason, evidence: Sequence[Evidence] =
     return evaluate
 
 
-def syscfg_bit(bit: SyscfgBit, reason: Reason, evidence: Sequence[Evidence]) -> Evaluate:
+def syscfg_bit(bit: RegisterBit, reason: Reason, evidence: Sequence[Evidence]) -> Evaluate:
     """A SYSCFG bit; kernel and firmware facts that need it vouch when the MSR is unreadable."""
     where = f"SYSCFG[{bit.number}]"
 
