@@ -495,6 +495,38 @@ def test_names_unique_and_children_gate_no_more_than_parents():
         walk(root, set(Guest))
 
 
+def _declared(name="x.one", **changes):
+    from nfd_snp.checks import Check
+
+    values = dict(name=name, title="T", gates=(), evaluate=lambda f: None, description="d")
+    return Check(**{**values, **changes})
+
+
+@pytest.mark.parametrize(
+    "declared, message",
+    [
+        (lambda: [_declared(parent="x.later"), _declared("x.later")], "not declared before it"),
+        (lambda: [_declared(), _declared()], "declared twice"),
+        (
+            lambda: [_declared(caused_by=("x.none",), reasons_echoing=(Reason.NOT_AMD,))],
+            "caused_by names undeclared x.none",
+        ),
+        (lambda: [_declared(caused_by=("x.one",))], "caused_by and reasons_echoing go together"),
+        (lambda: [_declared(description="two\nlines")], "the description is one line"),
+        (
+            lambda: [_declared(gates=(Guest.SEV,), concerns=(Guest.SEV_SNP,))],
+            "concerns is for informational checks",
+        ),
+    ],
+)
+def test_a_wrong_declaration_is_a_programming_error(declared, message):
+    from nfd_snp.checks.engine import build_tree
+    from nfd_snp.errors import ProgrammingError
+
+    with pytest.raises(ProgrammingError, match=message):
+        build_tree(tuple(declared()))
+
+
 def test_each_check_leads_its_troubleshooting_section():
     """docs/troubleshooting.md: an anchor per check, a heading of its name and title, and a
     first line of what it gates and its description (what `check -v` shows)."""

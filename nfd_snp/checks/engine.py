@@ -187,7 +187,7 @@ class Check:
 
     @property
     def scope(self) -> str:
-        """What it gates, as docs/troubleshooting.md's heading says it."""
+        """What it gates, as its section in docs/troubleshooting.md begins."""
         if self.gates == ALL:
             return "gates all"
         if self.gates:
