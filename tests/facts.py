@@ -72,20 +72,11 @@ def sev_status(state: int = 1, flags: int = 0x100, api=(1, 55)) -> SevPlatformSt
 
 def snp_status(state: int = 1, api=(1, 55), build: int = 37, **fields) -> SnpPlatformStatus:
     """SNP_PLATFORM_STATUS: INIT, RMP initialised, alias check done, TCB committed."""
-    values = dict(
-        rmp_initialized=True,
-        alias_check_complete=True,
-        mask_chip_id=False,
-        mask_chip_key=False,
-        vlek_en=False,
-        feature_info=False,
-        rapl_dis=False,
-        ciphertext_hiding_cap=False,
-        ciphertext_hiding_en=False,
-        guest_count=1,
-        current_tcb=tcb(),
-        reported_tcb=tcb(),
-    )
+    off = ("mask_chip_id", "mask_chip_key", "vlek_en", "feature_info", "rapl_dis")
+    off += ("ciphertext_hiding_cap", "ciphertext_hiding_en")
+    values = dict.fromkeys(off, False)
+    values.update(rmp_initialized=True, alias_check_complete=True, guest_count=1)
+    values.update(current_tcb=tcb(), reported_tcb=tcb())
     values.update(fields)
     return SnpPlatformStatus(api[0], api[1], state, build_id=build, **values)
 
