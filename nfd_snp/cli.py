@@ -191,9 +191,9 @@ sample_option = click.option(
 def check(ctx, sample, as_json, failures, **values):
     """Readiness report: every check PASS/WARN/FAIL/SKIP/UNKNOWN with detail and fix.
 
-    Ends with the SEV, SEV-ES and SEV-SNP verdicts. Exit status: 0 when SEV-SNP guests
-    can run, 1 when they cannot or readiness is unknown, 2 on a usage or input error,
-    70 on an internal error.
+    Ends with the SEV, SEV-ES and SEV-SNP verdicts; with -v each check also says what it
+    looks at. Exit status: 0 when SEV-SNP guests can run, 1 when they cannot or readiness
+    is unknown, 2 on a usage or input error, 70 on an internal error.
 
     \b
     Examples:
@@ -213,7 +213,8 @@ def check(ctx, sample, as_json, failures, **values):
     else:
         # Colour only on a terminal (click strips it otherwise), and never with NO_COLOR set.
         color = False if os.environ.get("NO_COLOR") else None
-        click.echo(render_table(report, failures_only=failures), nl=False, color=color)
+        text = render_table(report, failures_only=failures, describe=ctx.obj.verbose > 0)
+        click.echo(text, nl=False, color=color)
     ready = report.verdict(Guest.SEV_SNP).ready is Readiness.YES
     ctx.exit(0 if ready else 1)
 
@@ -699,7 +700,7 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root, plugins):
         # A KubeVirt node has no host libvirt; what the VM needs is the node's own facts.
         config = settings.build({"host_root": (node_root, "--node"), "libvirt": ("off", "--node")})
         report = probe_report(config).report
-        node = (node_root, facts_cache.from_summary(facts_cache.summary(report)))
+        node = (node_root, facts_cache.NodeFacts.of_report(report))
         from nfd_snp.kubevirt.node_hook import NodeView
 
         node_view = NodeView.from_report(report, config.ttl, time.time())

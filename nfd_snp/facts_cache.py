@@ -4,13 +4,17 @@ The hook runs as root on every VM start and must not probe the host itself (no d
 libvirt calls from a hook), so the service writes this compact summary, and the hook decides
 with it whether an SNP guest may start. Both sides live here, with the one schema constant.
 
-Format (JSON, `/run/nfd-snp/facts.json`): `schema`, `valid_for` (the service's ttl),
+Format (JSON, `/run/nfd-snp/facts.json`): `schema`, then one key per fact, each declared
+once as a `Fact` of `NodeFacts` (where it sits in the document, its kind, how the service
+takes it from the readiness report): the class, the document the service writes and the
+reader all follow from those lines. `valid_for` (the service's ttl),
 `verdicts["sev-snp"]` (`ready` yes/no/unknown and the `blocking` check names), `cbitpos`,
 `reducedPhysBits`, `snp_api` ([major, minor]), `snp_firmware` (SNP-capable OVMF paths),
 `snp_policy` (`accepted` and `required` SNP guest policy bits of this node's KVM, or null
 when unknown) and `asids_shared` (SEV-ES and SEV-SNP guests share one ASID range, i.e. no
-ciphertext hiding; null when unknown). Fields are only added within v1; a reader takes an
-absent one for unknown.
+ciphertext hiding; null when unknown). Facts are only added within v1; a reader takes an
+absent one for unknown. A cache of another schema (`nfd-snp.facts/v2`, from another version
+of nfd-snp during an upgrade) gives no facts, with that reason (`OtherSchema`).
 It holds no timestamp, so an unchanged node never rewrites it; the service stamps the file's
 mtime every cycle instead, and a stamp stays good for `valid_for` seconds: facts from a
 service that stopped expire, like its labels.
@@ -34,7 +38,8 @@ import stat
 import time
 from nfd_snp.errors import DomainError
 
-SCHEMA = "nfd-snp.facts/v1"
+SCHEMA_FAMILY = "nfd-snp.facts/"
+SCHEMA = SCHEMA_FAMILY + "v1"
 DEFAULT_FACTS_CACHE = "/run/nfd-snp/facts.json"
 FACTS_LIMIT = 64 * 1024  # the cache is a few hundred bytes
 # The service's ttl range (nfd_snp.config uses these bounds for its `ttl` setting): the
@@ -48,44 +53,228 @@ CLOCK_SKEW = 60.0
 UNKNOWN = "node SEV-SNP readiness is unknown"
 
 
-class NodeFacts:
-    """SNP readiness, cbitpos, reducedPhysBits, SNP firmware ABI and images, and the SNP
-    guest policies this node's KVM accepts. (No `typing` import: it alone costs the hook
-    more than reading this file.)"""
+# -- the facts ----------------------------------------------------------------------------
 
-    __slots__ = (
-        "snp_ready",
-        "blocking",
-        "cbitpos",
-        "reducedPhysBits",
-        "snp_api",
-        "snp_firmware",
-        "snp_policy",
-        "asids_shared",
-        "valid_for",
-    )
+
+# How each kind of fact is read back from JSON: a function that returns the typed value or
+# raises ValueError, and what it expects, for the reader's refusal. (Functions, not classes:
+# the hook imports this module on every SNP domain's start.)
+
+
+def _small_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 16:
+        raise ValueError
+    return value
+
+
+def _readiness(value):
+    if value not in ("yes", "no", "unknown"):
+        raise ValueError
+    return value
+
+
+def _strings(value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError
+    return tuple(value)
+
+
+def _version(value):
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError
+    return _small_int(value[0]), _small_int(value[1])
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError
+    return value
+
+
+def _seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError
+    if not TTL_MIN <= value <= TTL_MAX:
+        raise ValueError
+    return float(value)
+
+
+def _policy_rule(value):
+    """nfd_snp.snp_policy.SnpPolicyRule from {accepted, required, source}."""
+    from nfd_snp.snp_policy import SnpPolicyRule
+
+    if not isinstance(value, dict):
+        raise ValueError
+    bits = [value.get("accepted"), value.get("required")]
+    source = value.get("source")
+    if not isinstance(source, str) or not all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 1 << 64 for b in bits
+    ):
+        raise ValueError
+    return SnpPolicyRule(bits[0], bits[1], source)
+
+
+def _policy_rule_json(rule) -> dict:
+    return {"accepted": rule.accepted, "required": rule.required, "source": rule.source}
+
+
+SMALL_INT = (_small_int, "a small integer")
+READINESS = (_readiness, "yes, no or unknown")
+VERSION = (_version, "[major, minor]")
+BOOL = (_bool, "true, false or null")
+SECONDS = (_seconds, f"{TTL_MIN:g}..{TTL_MAX:g} seconds (the service's ttl)")
+POLICY_RULE = (_policy_rule, "{accepted, required, source}")
+
+
+class Fact:
+    """One node fact: where it sits in the cache (`key`, a path through nested objects), its
+    kind (how it is read back, and what a reader expects), its value when the cache lacks
+    it (`default`; `required` facts have none), how the service takes it from a readiness
+    report (`of_report`), and where needed how it is written (`write`) and the refusal of a
+    malformed value (`invalid`).
+
+    As a class attribute of NodeFacts it declares the attribute of the same name; the
+    class, the document the service writes and the reader all follow from these lines.
+    """
 
     def __init__(
-        self,
-        snp_ready: str | None = None,  # "yes", "no", "unknown" or None (no cache)
-        blocking: tuple = (),
-        cbitpos: int | None = None,
-        reducedPhysBits: int | None = None,
-        snp_api: tuple | None = None,  # (major, minor)
-        snp_firmware: tuple = (),
-        snp_policy: tuple | None = None,  # (accepted bits, required bits, where from)
-        asids_shared: bool | None = None,
-        valid_for: float | None = None,
-    ) -> None:
-        self.snp_ready = snp_ready
-        self.blocking = blocking
-        self.cbitpos = cbitpos
-        self.reducedPhysBits = reducedPhysBits
-        self.snp_api = snp_api
-        self.snp_firmware = snp_firmware
-        self.snp_policy = snp_policy
-        self.asids_shared = asids_shared
-        self.valid_for = valid_for
+        self, key, kind, of_report, default=None, *, required=False, write=None, invalid=""
+    ):
+        self.key = key
+        self.path = tuple(key.split("/"))
+        self.kind, self.expected = kind
+        self.of_report = of_report
+        self.default = default
+        self.required = required
+        self.write_json = write
+        self.invalid = invalid
+        self.name = ""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        return self if instance is None else self.default
+
+    def read(self, document):
+        """The typed value in a decoded cache document; DomainError when it is malformed."""
+        value = document
+        for part in self.path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None and not self.required:
+            return self.default
+        try:
+            if value is None:
+                raise ValueError
+            return self.kind(value)
+        except ValueError:
+            why = self.invalid or f"{self.path[-1]} is not {self.expected}"
+            raise DomainError(f"facts cache: {why}") from None
+
+    def write(self, document: dict, value) -> None:
+        *parents, leaf = self.path
+        for part in parents:
+            document = document.setdefault(part, {})
+        if isinstance(value, tuple):
+            value = list(value)  # as JSON reads it back
+        elif value is not None and self.write_json is not None:
+            value = self.write_json(value)
+        document[leaf] = value
+
+
+# What the service takes from a readiness report (nfd_snp.checks.Report) for each fact.
+
+
+def _snp_verdict(report):
+    from nfd_snp.checks import Guest
+
+    return report.verdict(Guest.SEV_SNP)
+
+
+def _cbitpos(report):
+    cbit = report.facts.cbit()
+    return cbit.cbitpos if cbit else None
+
+
+def _reduced_phys_bits(report):
+    cbit = report.facts.cbit()
+    return cbit.reducedPhysBits if cbit else None
+
+
+def _snp_api(report):
+    snp = report.facts.psp.snp
+    return (snp.api_major, snp.api_minor) if snp else None
+
+
+def _snp_firmware(report):
+    return tuple(i.executable for i in report.facts.firmware.snp_images if i.executable)
+
+
+def _asids_shared(report):
+    snp_asids = report.facts.guest_asids("sev-snp")
+    return snp_asids.shared_es_snp if snp_asids else None
+
+
+class NodeFacts:
+    """What the libvirt hook knows of this node: SNP readiness, cbitpos, reducedPhysBits,
+    SNP firmware ABI and images, the SNP guest policies its KVM accepts, whether SEV-ES and
+    SEV-SNP share their ASIDs, and how long the facts are valid.
+
+    One declaration per fact. An attribute is None (or empty) when unknown. (No `typing`
+    or `dataclasses` import: either alone costs the hook more than reading this file.)
+    """
+
+    snp_ready = Fact(  # "yes", "no" or "unknown"
+        "verdicts/sev-snp/ready",
+        READINESS,
+        lambda report: _snp_verdict(report).ready.value,
+        required=True,
+        invalid="no sev-snp verdict",
+    )
+    blocking = Fact(  # the checks blocking SEV-SNP (or leaving it unknown)
+        "verdicts/sev-snp/blocking",
+        (_strings, "a list of check names"),
+        lambda report: _snp_verdict(report).blocking,
+        (),
+    )
+    cbitpos = Fact("cbitpos", SMALL_INT, _cbitpos)
+    reducedPhysBits = Fact("reducedPhysBits", SMALL_INT, _reduced_phys_bits)
+    snp_api = Fact("snp_api", VERSION, _snp_api)  # (major, minor)
+    snp_firmware = Fact("snp_firmware", (_strings, "a list of paths"), _snp_firmware, ())
+    snp_policy = Fact(  # nfd_snp.snp_policy.SnpPolicyRule of this node's KVM
+        "snp_policy",
+        POLICY_RULE,
+        lambda report: report.facts.snp_policy_rule(),
+        write=_policy_rule_json,
+    )
+    asids_shared = Fact("asids_shared", BOOL, _asids_shared)  # no ciphertext hiding
+    valid_for = Fact("valid_for", SECONDS, None, required=True)  # the service's ttl
+
+    def __init__(self, **values) -> None:
+        for fact in FACTS:
+            self.__dict__[fact.name] = values.pop(fact.name, fact.default)
+        if values:
+            raise TypeError(f"NodeFacts has no {', '.join(sorted(values))}")
+
+    def __repr__(self) -> str:
+        return f"NodeFacts({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+    @classmethod
+    def of_report(cls, report, valid_for: float = DEFAULT_VALID_FOR) -> "NodeFacts":
+        """The facts of a readiness report (nfd_snp.checks.Report), as the service writes
+        them and the hook reads them back."""
+        values = {f.name: f.of_report(report) for f in FACTS if f.of_report is not None}
+        return cls(valid_for=valid_for, **values)
+
+    def summary(self) -> dict:
+        """The cache document."""
+        document = {"schema": SCHEMA}
+        for fact in FACTS:
+            fact.write(document, getattr(self, fact.name))
+        return document
+
+
+FACTS = tuple(v for v in vars(NodeFacts).values() if isinstance(v, Fact))
 
 
 # -- writing (nfd-snp run) ---------------------------------------------------------------
@@ -93,30 +282,7 @@ class NodeFacts:
 
 def summary(report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
     """The cache document for a readiness report (nfd_snp.checks.Report)."""
-    from nfd_snp.checks import Guest
-
-    facts = report.facts
-    cbit = facts.cbit()
-    cbitpos, reduced = (cbit.cbitpos, cbit.reducedPhysBits) if cbit else (None, None)
-    snp = facts.psp.snp
-    verdict = report.verdict(Guest.SEV_SNP)
-    rule = facts.snp_policy_rule()
-    snp_asids = facts.guest_asids("sev-snp")
-    return {
-        "schema": SCHEMA,
-        "valid_for": valid_for,
-        "verdicts": {"sev-snp": {"ready": verdict.ready.value, "blocking": list(verdict.blocking)}},
-        "cbitpos": cbitpos,
-        "reducedPhysBits": reduced,
-        "snp_api": [snp.api_major, snp.api_minor] if snp else None,
-        "snp_firmware": [i.executable for i in facts.firmware.snp_images if i.executable],
-        "snp_policy": (
-            {"accepted": rule.accepted, "required": rule.required, "source": rule.source}
-            if rule
-            else None
-        ),
-        "asids_shared": snp_asids.shared_es_snp if snp_asids else None,
-    }
+    return NodeFacts.of_report(report, valid_for).summary()
 
 
 def encode(report, valid_for: float = DEFAULT_VALID_FOR) -> bytes:
@@ -234,76 +400,26 @@ def _open_trusted(path: str) -> tuple[bytes, float]:
         os.close(fd)
 
 
-def _int(value, name):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 16:
-        raise DomainError(f"facts cache: {name} is not a small integer")
-    return value
-
-
-def _bool(value, name):
-    if value is None or isinstance(value, bool):
-        return value
-    raise DomainError(f"facts cache: {name} is not true, false or null")
-
-
-def _policy(value):
-    """(accepted, required, source) from `snp_policy`, None when the node's rule is unknown."""
-    if value is None:
-        return None
-    bits = [value.get(k) if isinstance(value, dict) else None for k in ("accepted", "required")]
-    source = value.get("source") if isinstance(value, dict) else None
-    if not isinstance(source, str) or not all(
-        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 1 << 64 for b in bits
-    ):
-        raise DomainError("facts cache: snp_policy is not {accepted, required, source}")
-    return bits[0], bits[1], source
-
-
 def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
+class OtherSchema(DomainError):
+    """A cache written by another version of nfd-snp: this one reads no facts from it."""
+
+
 def from_summary(data) -> NodeFacts:
-    """NodeFacts from the decoded cache; DomainError when its shape is wrong."""
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    """NodeFacts from the decoded cache; DomainError when its shape is wrong, OtherSchema
+    when another version of nfd-snp wrote it."""
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema != SCHEMA:
+        if isinstance(schema, str) and schema.startswith(SCHEMA_FAMILY):
+            raise OtherSchema(
+                f"facts cache: written by another version of nfd-snp ({schema[:40]!r}; this "
+                f"one reads {SCHEMA}): no node facts until nfd-snp.service rewrites it"
+            )
         raise DomainError(f"facts cache: not an {SCHEMA} document")
-    verdicts = data.get("verdicts")
-    verdict = verdicts.get("sev-snp") if isinstance(verdicts, dict) else None
-    if not isinstance(verdict, dict) or verdict.get("ready") not in ("yes", "no", "unknown"):
-        raise DomainError("facts cache: no sev-snp verdict")
-    blocking = verdict.get("blocking") or []
-    if not isinstance(blocking, list) or not all(isinstance(b, str) for b in blocking):
-        raise DomainError("facts cache: blocking is not a list of check names")
-    api = data.get("snp_api")
-    if api is not None:
-        if not isinstance(api, list) or len(api) != 2 or None in api:
-            raise DomainError("facts cache: snp_api is not [major, minor]")
-        api = (_int(api[0], "snp_api"), _int(api[1], "snp_api"))
-    firmware = data.get("snp_firmware") or []
-    if not isinstance(firmware, list) or not all(isinstance(f, str) for f in firmware):
-        raise DomainError("facts cache: snp_firmware is not a list of paths")
-    valid_for = data.get("valid_for")
-    if (
-        isinstance(valid_for, bool)
-        or not isinstance(valid_for, (int, float))
-        or not TTL_MIN <= valid_for <= TTL_MAX
-    ):
-        raise DomainError(
-            f"facts cache: valid_for is not {TTL_MIN:g}..{TTL_MAX:g} seconds (the service's ttl)"
-        )
-    return NodeFacts(
-        snp_policy=_policy(data.get("snp_policy")),
-        asids_shared=_bool(data.get("asids_shared"), "asids_shared"),
-        valid_for=float(valid_for),
-        snp_ready=verdict["ready"],
-        blocking=tuple(blocking),
-        cbitpos=_int(data.get("cbitpos"), "cbitpos"),
-        reducedPhysBits=_int(data.get("reducedPhysBits"), "reducedPhysBits"),
-        snp_api=api,
-        snp_firmware=tuple(firmware),
-    )
+    return NodeFacts(**{fact.name: fact.read(data) for fact in FACTS})
 
 
 def load(path: str = DEFAULT_FACTS_CACHE, now: float | None = None) -> NodeFacts:

@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from nfd_snp import snp_policy
 from nfd_snp.reasons import Reason
+from nfd_snp.snp_policy import SnpPolicyRule
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,48 @@ def _bit(value: int, n: int) -> bool:
     return bool(value & (1 << n))
 
 
+class RegisterBit(int):
+    """A named bit of a register: the mask, and its position as documents and details show
+    it (`SYSCFG[23]`, `EAX[1]`). (An int, not an enum.IntFlag: the four flag classes cost
+    `nfd-snp check` more than the rest of this module.)"""
+
+    number: int
+
+    def __new__(cls, number: int) -> "RegisterBit":
+        bit = super().__new__(cls, 1 << number)
+        bit.number = number
+        return bit
+
+
+class MemEncryptBit:
+    """CPUID Fn8000_001F EAX (AMD64 APM vol. 3, "Encrypted Memory Capabilities";
+    arch/x86/include/asm/cpufeatures.h word 19)."""
+
+    SME = RegisterBit(0)
+    SEV = RegisterBit(1)
+    PAGE_FLUSH_MSR = RegisterBit(2)
+    SEV_ES = RegisterBit(3)
+    SNP = RegisterBit(4)
+    VMPL = RegisterBit(5)
+    SECURE_TSC = RegisterBit(8)
+    SEGMENTED_RMP = RegisterBit(23)  # a segmented RMP (Zen 5; X86_FEATURE_SEGMENTED_RMP)
+
+
+class SyscfgBit:
+    """SYSCFG, MSR 0xC0010010 (AMD64 APM vol. 2; arch/x86/include/asm/msr-index.h
+    MSR_AMD64_SYSCFG_*_BIT)."""
+
+    MEM_ENCRYPT = RegisterBit(23)
+    SNP_EN = RegisterBit(24)
+    VMPL_EN = RegisterBit(25)
+
+
+class RmpCfgBit:
+    """RMP_CFG, MSR 0xC0010136 (msr-index.h MSR_AMD64_SEG_RMP_ENABLED_BIT)."""
+
+    SEGMENTED = RegisterBit(0)
+
+
 # -- CPU (CPUID) ----------------------------------------------------------------------
 
 
@@ -43,39 +87,36 @@ class MemEncryptLeaf:
     ecx: int
     edx: int
 
+    def has(self, bit: RegisterBit) -> bool:
+        return bool(self.eax & bit)
+
     @property
     def sme(self) -> bool:
-        return _bit(self.eax, 0)
+        return self.has(MemEncryptBit.SME)
 
     @property
     def sev(self) -> bool:
-        return _bit(self.eax, 1)
-
-    @property
-    def page_flush_msr(self) -> bool:
-        return _bit(self.eax, 2)
+        return self.has(MemEncryptBit.SEV)
 
     @property
     def sev_es(self) -> bool:
-        return _bit(self.eax, 3)
+        return self.has(MemEncryptBit.SEV_ES)
 
     @property
     def snp(self) -> bool:
-        return _bit(self.eax, 4)
+        return self.has(MemEncryptBit.SNP)
 
     @property
     def vmpl(self) -> bool:
-        return _bit(self.eax, 5)
+        return self.has(MemEncryptBit.VMPL)
 
     @property
     def secure_tsc(self) -> bool:
-        return _bit(self.eax, 8)
+        return self.has(MemEncryptBit.SECURE_TSC)
 
     @property
     def segmented_rmp(self) -> bool:
-        """EAX[23]: the CPU supports a segmented RMP (Zen 5; X86_FEATURE_SEGMENTED_RMP,
-        arch/x86/include/asm/cpufeatures.h word 19 bit 23)."""
-        return _bit(self.eax, 23)
+        return self.has(MemEncryptBit.SEGMENTED_RMP)
 
     @property
     def cbitpos(self) -> int:
@@ -228,22 +269,22 @@ class MsrFacts:
     rmp_cfg: Optional[int] = None
     rmp_cfg_unreadable: Optional[Unreadable] = None
 
+    def has(self, bit: RegisterBit) -> Optional[bool]:
+        """A SYSCFG bit; None when SYSCFG was not read."""
+        return None if self.syscfg is None else bool(self.syscfg & bit)
+
     @property
     def mem_encrypt(self) -> Optional[bool]:
-        return None if self.syscfg is None else _bit(self.syscfg, 23)
+        return self.has(SyscfgBit.MEM_ENCRYPT)
 
     @property
     def snp_en(self) -> Optional[bool]:
-        return None if self.syscfg is None else _bit(self.syscfg, 24)
-
-    @property
-    def vmpl_en(self) -> Optional[bool]:
-        return None if self.syscfg is None else _bit(self.syscfg, 25)
+        return self.has(SyscfgBit.SNP_EN)
 
     @property
     def rmp_segmented(self) -> Optional[bool]:
         """RMP_CFG bit 0 (MSR_AMD64_SEG_RMP_ENABLED); None when RMP_CFG was not read."""
-        return None if self.rmp_cfg is None else _bit(self.rmp_cfg, 0)
+        return None if self.rmp_cfg is None else bool(self.rmp_cfg & RmpCfgBit.SEGMENTED)
 
     @property
     def rmp_segment_shift(self) -> Optional[int]:
@@ -662,25 +703,32 @@ class MemoryFacts:
     unreadable: Optional[Unreadable] = None
 
 
+def source(module: str, *needs: str, **default):
+    """A field of HostFacts that `nfd_snp.sources.<module>` reads: `read(host, *facts)`, given
+    the facts of the fields it `needs` (fields are read in declaration order). A new source
+    is its module and one such field."""
+    return dataclasses.field(metadata={"source": module, "needs": needs}, **default)
+
+
 @dataclass(frozen=True)
 class HostFacts:
-    """Everything one probe read from one host root."""
+    """Everything one probe read from one host root (nfd_snp.probe reads each `source`)."""
 
     root: str
     snapshot: bool
-    cpu: CpuFacts
-    msr: MsrFacts
-    kernel: KernelFacts
-    kvm: KvmFacts
-    psp: PspFacts
-    asids: AsidFacts
-    domcaps: DomainCapsFacts
-    firmware: FirmwareFacts
-    guests: GuestFacts
-    hook: HookFacts = HookFacts(installed=None)
-    iommu: IommuFacts = IommuFacts(cmdline=None)
-    pci: PciFacts = PciFacts()
-    memory: MemoryFacts = MemoryFacts(total_kib=None)
+    cpu: CpuFacts = source("cpuid")
+    msr: MsrFacts = source("msr", "cpu")  # RMP_CFG exists where CPUID says so
+    kernel: KernelFacts = source("kernel")
+    kvm: KvmFacts = source("kvm")
+    psp: PspFacts = source("psp", "cpu", "kernel", "kvm")  # TCB layout, SNP query
+    asids: AsidFacts = source("cgroup")
+    domcaps: DomainCapsFacts = source("domcaps")
+    firmware: FirmwareFacts = source("firmware")
+    guests: GuestFacts = source("guests")
+    hook: HookFacts = source("hook_loaded", default=HookFacts(installed=None))
+    iommu: IommuFacts = source("iommu", "kernel", default=IommuFacts(cmdline=None))
+    pci: PciFacts = source("pci", default=PciFacts())
+    memory: MemoryFacts = source("memory", default=MemoryFacts(total_kib=None))
 
     @property
     def family(self) -> Optional[int]:
@@ -736,7 +784,8 @@ class HostFacts:
         return GuestAsids(hidden if guest == "sev-snp" else joint - hidden, split, False)
 
     def snp_policy_rule(self) -> Optional[SnpPolicyRule]:
-        return snp_policy_rule(self.kvm, self.kernel)
+        """The SNP guest policies this host's KVM accepts (nfd_snp.snp_policy.kvm_rule)."""
+        return snp_policy.kvm_rule(self.kvm.snp_policy_bits, self.kernel.version)
 
     def cbit(self) -> Optional["CBit"]:
         """The C-bit and reducedPhysBits a guest's launchSecurity uses on this host.
@@ -780,54 +829,6 @@ class CBit:
     cbitpos_source: str
     reducedPhysBits: int
     reduced_source: str
-
-
-# -- SEV-SNP guest policy (SEV-SNP firmware ABI "Guest Policy", include/linux/psp-sev.h) --------
-
-SNP_POLICY_RESERVED_MBO = 1 << 17
-# arch/x86/kvm/svm/sev.c SNP_POLICY_MASK_VALID before Linux 6.19: ABI minor and major (0-15),
-# SMT (16), reserved-must-be-one (17), DEBUG (19), SINGLE_SOCKET (20). Bit 18 (migration
-# agent) and bits 21+ fail SNP_LAUNCH_START with EINVAL (AMDESE/AMDSEV#240, policy 0x70000).
-KVM_SNP_POLICY_MASK_BEFORE_6_19 = 0x1BFFFF
-
-
-@dataclass(frozen=True)
-class SnpPolicyRule:
-    """Which SNP guest policies this host's KVM accepts at SNP_LAUNCH_START."""
-
-    accepted: int  # every bit set in a policy must be in here
-    required: int  # and these must be set
-    source: str  # where the rule comes from
-
-    def rejected_bits(self, policy: int) -> int:
-        return policy & ~self.accepted
-
-    def missing_bits(self, policy: int) -> int:
-        return self.required & ~policy
-
-
-def snp_policy_rule(kvm: KvmFacts, kernel: KernelFacts) -> Optional[SnpPolicyRule]:
-    """KVM_X86_SNP_POLICY_BITS where the kernel publishes it (6.19+: what KVM and the
-    firmware accept), else what every kernel of its version accepts; None when neither says.
-
-    From the version alone only the mask is certain: no KVM before 6.19 takes a bit outside
-    0x1bffff. Upstream 6.10-6.16 also refuse a policy without SMT (16) or with SINGLE_SOCKET
-    (20), but 6.17 dropped those checks ("Drop KVM's rejection of SNP's SMT and
-    single-socket policy restrictions") and distributions backport it, so a guest is not
-    refused on that guess; docs/troubleshooting.md maps the launch error if it happens.
-    """
-    if kvm.snp_policy_bits is not None:
-        return SnpPolicyRule(
-            kvm.snp_policy_bits, SNP_POLICY_RESERVED_MBO, "KVM_X86_SNP_POLICY_BITS"
-        )
-    version = kernel.version
-    if version is None or version < (6, 10) or version >= (6, 19):
-        return None
-    return SnpPolicyRule(
-        KVM_SNP_POLICY_MASK_BEFORE_6_19,
-        SNP_POLICY_RESERVED_MBO,
-        f"the rule of Linux {version[0]}.{version[1]}",
-    )
 
 
 def to_jsonable(value):

@@ -8,6 +8,7 @@ libvirt), what it could not read, and how long it took.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
@@ -15,64 +16,29 @@ from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 from nfd_snp import log
 from nfd_snp.errors import InputError
 from nfd_snp.host import KVM_ATTR_CAPTURE_KEYS, PSP_CAPTURE_KEYS, Host, Recording, hexkey, open_host
-from nfd_snp.model import HostFacts, TcbLayout, Unreadable
-from nfd_snp.sources import (
-    cgroup,
-    cpuid,
-    domcaps,
-    firmware,
-    guests,
-    hook_loaded,
-    iommu,
-    kernel,
-    kvm,
-    memory,
-    msr,
-    pci,
-    psp,
-)
+from nfd_snp.model import HostFacts, Unreadable
 
 if TYPE_CHECKING:
     from nfd_snp.checks import Report
     from nfd_snp.config import Config
 
+# HostFacts' fields that a source reads, in order: (field, source module, fields it needs).
+SOURCES = tuple(
+    (f.name, f.metadata["source"], f.metadata["needs"])
+    for f in dataclasses.fields(HostFacts)
+    if "source" in f.metadata
+)
+
 
 def probe(host: Host) -> HostFacts:
+    """Every source of HostFacts, read once from `host` (nfd_snp.model.source)."""
     read = _traced if log.enabled(log.DEBUG) else _untraced
-    cpu = read("cpuid", cpuid.read, host)
-    kern = read("kernel", kernel.read, host)
-    # The TCB layout depends on the CPU family; without the CPUID device, cpuinfo tells it.
-    family = cpu.family if cpu.family is not None else kern.family
-    layout = TcbLayout.for_family(family)
-    kvm_facts = read("kvm", kvm.read, host)
-    snp_query = not psp.snp_status_has_side_effects(kern, kvm_facts)
-    return HostFacts(
-        root=str(host.root),
-        snapshot=host.snapshot,
-        cpu=cpu,
-        msr=read("msr", lambda h: msr.read(h, cpu), host),
-        kernel=kern,
-        kvm=kvm_facts,
-        psp=read(
-            "psp",
-            lambda h: psp.read(
-                h,
-                layout,
-                snp_query=snp_query,
-                family=family,
-                model=cpu.model if cpu.model is not None else kern.model,
-            ),
-            host,
-        ),
-        asids=read("cgroup", cgroup.read, host),
-        domcaps=read("domcaps", domcaps.read, host),
-        firmware=read("firmware", firmware.read, host),
-        guests=read("guests", guests.read, host),
-        hook=read("hook", hook_loaded.read, host),
-        iommu=read("iommu", lambda h: iommu.read(h, kern), host),
-        pci=read("pci", pci.read, host),
-        memory=read("memory", memory.read, host),
-    )
+    facts: Dict[str, object] = {}
+    for field, name, needs in SOURCES:
+        module = importlib.import_module(f"nfd_snp.sources.{name}")
+        known = [facts[need] for need in needs]
+        facts[field] = read(name, lambda h, m=module, k=known: m.read(h, *k), host)
+    return HostFacts(root=str(host.root), snapshot=host.snapshot, **facts)
 
 
 def _untraced(_name: str, read: Callable, host: Host):
@@ -115,6 +81,7 @@ _DESCRIBE: Dict[str, Callable[..., str]] = {
     "domain_capabilities": lambda: "libvirt domain capabilities",
     "readlink": lambda rel: f"{_path(rel)} (link)",
     "stat": lambda rel: f"{rel} (stat)",
+    "procfs": lambda: "the process table (psutil)",
 }
 
 

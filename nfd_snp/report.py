@@ -105,8 +105,11 @@ SAMPLE_HINT = (
 )
 
 
-def render_table(report: Report, *, failures_only: bool = False, width: int = 0) -> str:
-    """Human report. Styled with ANSI; click.echo strips the styles when not on a TTY."""
+def render_table(
+    report: Report, *, failures_only: bool = False, width: int = 0, describe: bool = False
+) -> str:
+    """Human report. Styled with ANSI; click.echo strips the styles when not on a TTY.
+    `describe` (`check -v`) adds each check's one-line description under its detail."""
     import shutil  # table-only imports stay off the --json path
     import textwrap
 
@@ -142,6 +145,9 @@ def render_table(report: Report, *, failures_only: bool = False, width: int = 0)
         else:
             lines.append(f"{tag} {(indent + text).ljust(title_width)}  {detail[0]}")
             lines.extend(pad + more for more in detail[1:])
+        if describe and len(group) == 1:
+            about = textwrap.wrap(r.check.description, text_width, break_on_hyphens=False)
+            lines.extend(pad + click.style(part, fg="bright_black") for part in about)
         if r.fix:
             fix_text = printable(f"fix: {r.fix} [{TROUBLESHOOTING}#{r.check.name}]")
             fix = textwrap.wrap(fix_text, text_width)

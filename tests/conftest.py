@@ -14,7 +14,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SAMPLES = REPO / "nfd_snp" / "samples"
+DOMAINS = REPO / "tests" / "data" / "domains"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def domain_inputs() -> list:
+    """The domains of tests/data/domains (NAME.xml), not their expected outputs
+    (NAME.VARIANT.xml, tests/test_golden.py)."""
+    return sorted(p for p in DOMAINS.glob("*.xml") if p.name.count(".") == 1)
 
 
 def need(condition: bool, why: str) -> None:
@@ -49,21 +56,33 @@ def cli_runner():
         return CliRunner()
 
 
-# Fixtures that bring a real component, and the marker saying so: `-m "not libvirtd and not
-# network"` selects what runs on a build host without them (the RPM's %check).
+# Fixtures that bring a real component, and the markers saying so. `system`: builds a chroot
+# or an RPM or starts a daemon, so `-m "not system"` is the quick edit-test loop; `libvirtd`
+# and `network` (a running libvirtd, Debian packages fetched) are what a build host lacks, so
+# `-m "not libvirtd and not network"` is the RPM's %check.
 FIXTURE_MARKERS = {
-    "libvirtd": "libvirtd",
-    "trixie_root": "network",
-    "trixie_chroot": "network",
-    "node_exporter": "system",
+    "libvirtd": ("libvirtd", "system"),
+    "trixie_root": ("network",),
+    "trixie_chroot": ("network", "system"),
+    "bullseye": ("network", "system"),
+    "node_exporter": ("system",),
 }
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--regenerate-golden",
+        action="store_true",
+        help="Rewrite the expected files of tests/test_golden.py from the current code.",
+    )
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        for fixture, marker in FIXTURE_MARKERS.items():
+        for fixture, markers in FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
-                item.add_marker(marker)
+                for marker in markers:
+                    item.add_marker(marker)
 
 
 @pytest.fixture
@@ -127,10 +146,19 @@ def trixie_root():
     return dest / "root"
 
 
+def need_libvirt_python() -> None:
+    try:
+        import libvirt  # noqa: F401
+    except ImportError:
+        need(False, "libvirt-python is not installed")
+
+
 @pytest.fixture(scope="session")
 def libvirtd():
-    """A real libvirtd answering on qemu:///system (started by scripts/start-libvirtd.sh)."""
+    """A real libvirtd answering on qemu:///system (started by scripts/start-libvirtd.sh),
+    and libvirt-python to talk to it."""
     need(shutil.which("libvirtd") is not None, "libvirtd is not installed")
+    need_libvirt_python()
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "start-libvirtd.sh")], capture_output=True, text=True
     )

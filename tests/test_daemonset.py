@@ -341,6 +341,7 @@ def node_hook_answer(sock: Path) -> str:
         channel.close()
 
 
+@pytest.mark.system  # a wheel built and the node service run in a mount namespace
 def test_pod_publishes_labels_that_expire_and_drops_them_when_snp_goes(daemonset, image, tmp_path):
     host = kubevirt_node(tmp_path / "host")
     feature_file = host / DEFAULT_OUTPUT.lstrip("/")
@@ -391,6 +392,7 @@ def test_pod_publishes_labels_that_expire_and_drops_them_when_snp_goes(daemonset
     assert node_facts.load(str(facts_file)).snp_ready == "no"
 
 
+@pytest.mark.system
 def test_pod_without_its_sys_mount_publishes_no_snp_label(daemonset, image, tmp_path):
     # The harness mounts only what the DaemonSet declares: without /host/sys the kvm_amd
     # parameters are unreadable, and the node gets no SEV-SNP label.

@@ -15,6 +15,7 @@ import pytest
 from nfd_snp import facts_cache
 from nfd_snp.checks import evaluate
 from nfd_snp.errors import DomainError, WriteError
+from nfd_snp.snp_policy import SnpPolicyRule
 from tests.conftest import REPO, SAMPLES, probe_root
 
 NOBODY = 65534
@@ -48,7 +49,7 @@ def test_written_cache_is_trusted_and_holds_only_what_readers_use(cache):
     assert (facts.snp_ready, facts.cbitpos, facts.reducedPhysBits) == ("yes", 51, 1)
     assert facts.snp_api == (1, 55) and facts.valid_for == 600.0
     # genoa-snp-ready runs Linux 6.12: what every KVM of that version accepts
-    assert facts.snp_policy == (0x1BFFFF, 0x20000, "the rule of Linux 6.12")
+    assert facts.snp_policy == SnpPolicyRule(0x1BFFFF, 0x20000, "the rule of Linux 6.12")
     assert facts.asids_shared is True
     data = json.loads(cache.read_text())
     assert set(data) == {
@@ -203,3 +204,41 @@ def test_a_cache_without_the_newer_fields_reads_them_as_unknown(tmp_path):
     path.write_text(json.dumps(data))
     facts = facts_cache.load(str(path))
     assert facts.snp_policy is None and facts.asids_shared is None
+
+
+def test_every_fact_round_trips_through_the_cache():
+    """The class, the document and the reader follow from one declaration per fact."""
+    report = evaluate(probe_root(SAMPLES / "genoa-snp-ready"))
+    written = facts_cache.NodeFacts.of_report(report)
+    document = json.loads(json.dumps(written.summary()))
+    assert set(document) == {"schema"} | {fact.path[0] for fact in facts_cache.FACTS}
+    read = facts_cache.from_summary(document)
+    for fact in facts_cache.FACTS:
+        assert getattr(read, fact.name) == getattr(written, fact.name), fact.name
+    with pytest.raises(TypeError, match="NodeFacts has no snp_readiness"):
+        facts_cache.NodeFacts(snp_readiness="yes")
+
+
+def test_a_cache_of_another_schema_gives_no_facts(tmp_path):
+    """During an upgrade the hook may meet a cache of the other version's format: no facts,
+    with that reason (the hook refuses SNP domains; `domain rewrite` goes on without)."""
+    from nfd_snp.cli import cli
+    from tests.conftest import DOMAINS, cli_runner
+
+    data = json.loads(_encoded())
+    data["schema"] = "nfd-snp.facts/v2"
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(facts_cache.OtherSchema) as exc:
+        facts_cache.load(str(path))
+    assert "written by another version of nfd-snp ('nfd-snp.facts/v2'" in str(exc.value)
+    result = cli_runner().invoke(
+        cli,
+        ["domain", "rewrite", "--facts", str(path)],
+        input=(DOMAINS / "plain-virtio.xml").read_bytes(),
+    )
+    assert result.exit_code == 0
+    assert "warning: ignoring node facts (facts cache: written by another version" in (
+        result.stderr
+    )
+    assert "<cbitpos>" not in result.stdout  # no node facts: libvirt fills the C-bit

@@ -133,6 +133,7 @@ def test_prepare_accepts_converted_domain_on_ready_node(facts):
         ("missing", "readiness is unknown: {path} is missing (is nfd-snp.service running?)"),
         ("corrupt", "is not valid JSON"),
         ("wrong-shape", "no sev-snp verdict"),
+        ("other-schema", "written by another version of nfd-snp ('nfd-snp.facts/v2'"),
         ("not-ready", "this node cannot run SEV-SNP guests: readiness no (blocked by: cpu.vendor)"),
     ],
 )
@@ -141,6 +142,8 @@ def test_prepare_fails_closed_when_node_unknown_or_not_ready(facts, cache, messa
         facts.path.write_text("{")
     elif cache == "wrong-shape":
         facts.path.write_text('{"schema": "nfd-snp.facts/v1", "verdicts": []}')
+    elif cache == "other-schema":  # an upgrade: the old service's cache, the new hook
+        facts.path.write_text('{"schema": "nfd-snp.facts/v2", "facts": {}}')
     elif cache == "not-ready":
         facts.write("intel")
     line = _refusal(run_hook("prepare", "begin", CONVERTED, facts.path))

@@ -231,6 +231,7 @@ def _outcome(root):
     return next(r.outcome for r in report.results if r.check.name == "libvirt.hook")
 
 
+@pytest.mark.system  # a stand-in libvirt daemon process
 def test_live_restart_hint_then_captured_and_replayed(tmp_path, bind):
     if os.geteuid() != 0:
         pytest.skip("the daemons libvirt runs are root's; so must be these")
@@ -257,6 +258,7 @@ def test_live_restart_hint_then_captured_and_replayed(tmp_path, bind):
     assert _outcome(out) == live  # replayed after the process is gone: the same answer
 
 
+@pytest.mark.system  # a stand-in libvirt daemon process
 def test_live_daemon_started_after_the_hook_has_loaded_it(tmp_path, bind):
     if os.geteuid() != 0:
         pytest.skip("the daemons libvirt runs are root's; so must be these")

@@ -60,6 +60,7 @@ def test_plain_lines_anywhere_else(tmp_path, broken_snapshot, stale):
     assert len(lines) == 1 and lines[0].startswith("nfd-snp: error: ")
 
 
+@pytest.mark.system  # the node service as a daemon
 def test_the_service_logs_each_line_at_its_priority(tmp_path):
     """`journalctl -p err` shows the service's errors; changes are notices and infos."""
     metrics = tmp_path / "metrics" / "nfd_snp.prom"

@@ -16,7 +16,6 @@ from nfd_snp.kubevirt import sidecar as kubevirt
 from nfd_snp.cli import cli
 from nfd_snp.domain import engine
 from nfd_snp.domain.cli_support import rewrite_text
-from nfd_snp.domain.node import NodeFacts
 from nfd_snp.domain.options import (
     ANNOTATIONS,
     FIELDS,
@@ -29,9 +28,10 @@ from nfd_snp.domain.options import (
 )
 from nfd_snp.errors import DomainError
 from tests.conftest import REPO
+from tests.facts import node
 
 OWN = REPO / "tests" / "data" / "domains"
-GENOA = NodeFacts("yes", (), 51, 1, (1, 55), ("/usr/share/edk2/ovmf/OVMF.amdsev.fd",))
+GENOA = node()
 
 
 def sample(field, variant: int = 0) -> str:
@@ -203,6 +203,21 @@ def test_base64_may_be_wrapped():
     value = sample(OPTIONS["idAuth"])
     wrapped = "\n".join(value[i : i + 76] for i in range(0, len(value), 76))
     assert SnpOptions.from_strings({"idAuth": wrapped}).idAuth == value
+
+
+def test_constraints_between_options_are_declared_with_them():
+    """`needs` names a declared option; check_needs refuses what lacks it, before any domain
+    is read, and the help says it."""
+    from nfd_snp.domain.options import FIELDS_BY_NAME, check_needs
+
+    needing = [f for f in FIELDS if f.needs]
+    assert needing and all(f.needs[0] in FIELDS_BY_NAME for f in needing)
+    for field in needing:
+        assert f"yes needs {field.needs[0]}" in field.help_line
+        with pytest.raises(DomainError, match=rf"^{field.name}='yes' needs {field.needs[0]} "):
+            check_needs(SnpOptions(**{field.name: True}))
+        other = sample(FIELDS_BY_NAME[field.needs[0]])
+        check_needs(SnpOptions.from_strings({field.name: "yes", field.needs[0]: other}))
 
 
 def test_node_properties_are_not_options():

@@ -11,6 +11,8 @@ import time
 import pytest
 from tests.conftest import NFD_SNP, SAMPLES
 
+pytestmark = pytest.mark.system  # each test starts the node service as a daemon
+
 
 def _wait_for(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout

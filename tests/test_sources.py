@@ -127,8 +127,8 @@ def test_live_devices_must_be_character_devices(tmp_path, planted):
     with LiveHost(tmp_path, libvirt=False) as host:
         cpu = cpuid.read(host)
         msrs = msr.read(host)
-        sev = psp.read(host, TcbLayout.FAMILY_19H)
         kvm_facts = kvm.read(host)
+        sev = psp.read(host, cpu, kernel.read(host), kvm_facts)
     if planted == "symlink-out":  # resolved at the root: tmp_path/dev/null is not there
         assert cpu.unreadable.reason is Reason.CPUID_DEVICE_MISSING
         return
@@ -143,7 +143,7 @@ def test_live_devices_must_be_character_devices(tmp_path, planted):
 def test_live_ioctl_on_a_non_sev_device_is_a_clear_failure(tmp_path):
     _device_node(tmp_path / paths.SEV_DEVICE, NULL_DEVICE)  # ioctl gives ENOTTY
     with LiveHost(tmp_path, libvirt=False) as host:
-        facts = psp.read(host, TcbLayout.FAMILY_19H)
+        facts = psp.read(host, cpuid.read(host), kernel.read(host), kvm.read(host))
     assert facts.sev is None and facts.sev_unreadable.errno == errno.ENOTTY
     assert facts.sev_unreadable.reason is Reason.PSP_COMMAND_FAILED
 

@@ -29,14 +29,18 @@ def parse_option_flags(flags) -> dict:
 def load_node(facts: Optional[str]):
     """(node facts or None, warning or None) for --facts.
 
-    'none' disables them; an explicit path must be usable (DomainError otherwise); the
-    default cache is used when present and usable, else the rewrite goes on without node
-    facts (cbitpos and firmware left to libvirt) and says why.
+    'none' disables them; an explicit path must be usable (DomainError otherwise), but a
+    cache of another nfd-snp's schema holds no facts for this one; the default cache is used
+    when present and usable. Without node facts the rewrite leaves cbitpos and firmware to
+    libvirt, and says why.
     """
     if facts == "none":
         return None, None
     if facts is not None:
-        return node_facts.load(facts), None
+        try:
+            return node_facts.load(facts), None
+        except node_facts.OtherSchema as exc:
+            return None, f"ignoring node facts ({exc})"
     path = node_facts.DEFAULT_FACTS_CACHE
     if not os.path.exists(path):
         return None, None

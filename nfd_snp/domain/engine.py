@@ -19,7 +19,7 @@ SMM, invalid options.
 
 from __future__ import annotations
 
-from nfd_snp.domain.options import FIELDS, SnpOptions, with_defaults
+from nfd_snp.domain.options import FIELDS, SnpOptions, check_needs, with_defaults
 from nfd_snp.errors import DomainError
 from nfd_snp.xmlio import NFD_SNP_NS, is_element, new_child
 
@@ -170,8 +170,7 @@ def settings(root, options: SnpOptions, node) -> SnpOptions:
             "kernelHashes='yes' measures a directly booted kernel, but the domain has no "
             "<os><kernel>"
         )
-    if wanted.authorKey and wanted.idAuth is None:
-        raise DomainError("authorKey='yes' needs idAuth (the ID authentication block)")
+    check_needs(wanted)
     if root.find("os") is None:
         raise DomainError("the domain has no <os> element")
     _check_no_smm(root)

@@ -6,6 +6,6 @@ stale or untrusted cache means "unknown", and a domain that asked for SEV-SNP is
 refused, never started on a guess.
 """
 
-from nfd_snp.facts_cache import DEFAULT_FACTS_CACHE, NodeFacts, load
+from nfd_snp.facts_cache import DEFAULT_FACTS_CACHE, NodeFacts, OtherSchema, load
 
-__all__ = ["DEFAULT_FACTS_CACHE", "NodeFacts", "load"]
+__all__ = ["DEFAULT_FACTS_CACHE", "NodeFacts", "OtherSchema", "load"]

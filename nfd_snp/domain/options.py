@@ -15,30 +15,8 @@ C-bit, firmware) are a separate step, `with_defaults`.
 
 from __future__ import annotations
 
+from nfd_snp import snp_policy
 from nfd_snp.errors import DomainError
-
-# SNP guest policy (SEV-SNP ABI, "Guest Policy"; include/linux/psp-sev.h SNP_POLICY_MASK_*):
-# 7:0 ABI minor, 15:8 ABI major, 16 SMT, 17 reserved and must be 1, 18 migration agent,
-# 19 debug, 20 single socket, 21 CXL, 22 AES-256-XTS, 23 RAPL disabled, 24 ciphertext
-# hiding, 25 page-swap disable, 63:26 must be 0.
-POLICY_RESERVED_ONE = 1 << 17
-POLICY_MIGRATION_AGENT = 1 << 18
-POLICY_VALID_MASK = (1 << 26) - 1
-# What each policy bit is, for refusals that name them.
-POLICY_BITS = {
-    16: "SMT",
-    17: "reserved, must be 1",
-    18: "migration agent",
-    19: "debug",
-    20: "single socket",
-    21: "CXL",
-    22: "AES-256-XTS",
-    23: "RAPL disabled",
-    24: "ciphertext hiding",
-    25: "page-swap disable",
-}
-# QEMU's sev-snp-guest default (and KubeVirt's): SMT allowed + the reserved bit.
-DEFAULT_POLICY = 0x00030000
 
 _HEX_DIGITS = "0123456789abcdef"
 _BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -56,20 +34,6 @@ def parse_policy(text: str, where: str = "policy") -> int:
     return value
 
 
-def format_policy(value: int) -> str:
-    # libvirt's schema (hexuint) accepts lower-case hex only.
-    return f"0x{value:08x}"
-
-
-def describe_bits(mask: int) -> str:
-    """`bit 18 (migration agent), bit 21 (CXL)` for the set bits of `mask`."""
-    return ", ".join(
-        f"bit {n} ({POLICY_BITS[n]})" if n in POLICY_BITS else f"bit {n}"
-        for n in range(64)
-        if mask >> n & 1
-    )
-
-
 def check_policy(value: int, node=None) -> None:
     """Refuse a policy KVM or the node's firmware would refuse, with the reason.
 
@@ -80,41 +44,32 @@ def check_policy(value: int, node=None) -> None:
     above the node's, which the firmware refuses. Otherwise SNP_LAUNCH_START fails with
     "ret=-22 fw_error=0" (KVM) or POLICY_FAILURE (firmware), far from the cause.
     """
-    shown = f"policy {format_policy(value)}"
-    if value & ~POLICY_VALID_MASK:
+    shown = f"policy {snp_policy.format_policy(value)}"
+    if value & ~snp_policy.VALID_MASK:
         raise DomainError(f"{shown}: bits 63:26 are reserved and must be 0")
-    if not value & POLICY_RESERVED_ONE:
+    if not value & snp_policy.RESERVED_MBO:
         raise DomainError(
             f"{shown}: bit 17 is reserved and must be 1 (KVM refuses the guest otherwise; the "
             "default is 0x00030000)"
         )
-    if value & POLICY_MIGRATION_AGENT:
+    if value & snp_policy.MIGRATION_AGENT:
         # KVM's accepted mask leaves bit 18 out in every version (arch/x86/kvm/svm/sev.c
         # SNP_POLICY_MASK_VALID, KVM_SNP_POLICY_MASK_VALID): AMDESE/AMDSEV#240.
         raise DomainError(
             f"{shown}: bit 18 (migration agent) is refused by KVM (SNP_LAUNCH_START ret=-22); "
             "use 0x00030000 or clear it"
         )
-    rule = getattr(node, "snp_policy", None)
-    if rule is not None:
-        accepted, required, source = rule
-        refused, missing = value & ~accepted, required & ~value
-        if refused or missing:
-            problems = []
-            if refused:
-                problems.append(f"{describe_bits(refused)} not accepted")
-            if missing:
-                problems.append(f"{describe_bits(missing)} required")
-            raise DomainError(
-                f"{shown}: this node's KVM refuses it ({'; '.join(problems)}; accepted bits "
-                f"{accepted:#x}, from {source})"
-            )
-    node_api = getattr(node, "snp_api", None)
-    wanted = ((value >> 8) & 0xFF, value & 0xFF)
-    if node_api is not None and wanted > tuple(node_api):
+    if node is None:
+        return
+    if node.snp_policy is not None:
+        refusal = node.snp_policy.refusal(value)
+        if refusal:
+            raise DomainError(f"{shown}: this node's KVM refuses it ({refusal})")
+    wanted = snp_policy.abi(value)
+    if node.snp_api is not None and wanted > node.snp_api:
         raise DomainError(
             f"{shown} requires SNP firmware ABI {wanted[0]}.{wanted[1]}, "
-            f"but this node runs {node_api[0]}.{node_api[1]}"
+            f"but this node runs {node.snp_api[0]}.{node.snp_api[1]}"
         )
 
 
@@ -179,7 +134,7 @@ class Policy(Kind):
         return int(digits, 16)
 
     def to_xml(self, value: int) -> str:
-        return format_policy(value)
+        return snp_policy.format_policy(value)
 
     def says(self, text, value) -> bool:
         try:
@@ -258,10 +213,11 @@ class Field:
     `path` says where it lands in the domain: `launchSecurity/<element>`,
     `launchSecurity/@<attribute>`, or elsewhere (the firmware's `os/loader`). A property
     with a KubeVirt `annotation` is an option a request may give; one without is filled
-    from the node. `host` marks what describes the host rather than the guest: the node's
-    value (the NodeFacts attribute of the same name) wins, and libvirt fills it at start
-    when absent. `sev` marks what means the same in `<launchSecurity type='sev'>`, so it
-    carries over from an SEV domain.
+    from the node. `host` marks what describes the host rather than the guest: it reads the
+    node's value from its NodeFacts, which wins, and libvirt fills it at start when absent.
+    `sev` marks what means the same in `<launchSecurity type='sev'>`, so it carries over
+    from an SEV domain. `needs` declares a constraint between options: (the option a `yes`
+    of this one needs, what that option is); `check_needs` enforces them all.
 
     As a class attribute of SnpOptions it reads None on an instance that was not given it.
     """
@@ -273,8 +229,9 @@ class Field:
         annotation: str | None = None,
         help: str = "",
         *,
-        host: bool = False,
+        host=None,
         sev: bool = False,
+        needs: tuple | None = None,
     ) -> None:
         self.path = path
         self.kind = kind
@@ -282,6 +239,7 @@ class Field:
         self.help = help
         self.host = host
         self.sev = sev
+        self.needs = needs
         self.name = ""
         where, _, leaf = path.partition("/")
         self.in_launch_security = where == "launchSecurity"
@@ -305,7 +263,17 @@ class Field:
     @property
     def help_line(self) -> str:
         """Value type, then what the property is: `nfd-snp domain --help` and the docs."""
-        return f"{self.kind.describe}; {self.help}" if self.help else self.kind.describe
+        text = self.help or (f"yes needs {self.needs[0]}" if self.needs else "")
+        return f"{self.kind.describe}; {text}" if text else self.kind.describe
+
+    def unmet_need(self, settings) -> str | None:
+        """Why `settings` (SnpOptions) break this property's `needs`, or None."""
+        if self.needs is None or not getattr(settings, self.name):
+            return None
+        other, what = self.needs
+        if getattr(settings, other) is not None:
+            return None
+        return f"{self.name}='yes' needs {other} ({what})"
 
     @property
     def xml_label(self) -> str:
@@ -338,14 +306,14 @@ class SnpOptions:
         "launchSecurity/cbitpos",
         UNSIGNED,
         help="the C-bit (encryption bit) location in guest page table entries",
-        host=True,
+        host=lambda node: node.cbitpos,
         sev=True,
     )
     reducedPhysBits = Field(
         "launchSecurity/reducedPhysBits",
         UNSIGNED,
         help="the physical address bit reduction",
-        host=True,
+        host=lambda node: node.reducedPhysBits,
         sev=True,
     )
     policy = Field(
@@ -368,7 +336,12 @@ class SnpOptions:
         "yes needs direct kernel boot (<os><kernel>)",
         sev=True,
     )
-    authorKey = Field("launchSecurity/@authorKey", YES_NO, "author-key", "yes needs idAuth")
+    authorKey = Field(
+        "launchSecurity/@authorKey",
+        YES_NO,
+        "author-key",
+        needs=("idAuth", "the ID authentication block"),
+    )
     vcek = Field("launchSecurity/@vcek", YES_NO, "vcek")
     firmware = Field(
         "os/loader", AbsolutePath(), "firmware", "an SNP-capable OVMF image, loaded as a ROM"
@@ -422,15 +395,23 @@ def with_defaults(request: SnpOptions, current, node) -> SnpOptions:
     """
     values = {}
     for field in FIELDS:
-        value = getattr(node, field.name, None) if field.host and node is not None else None
+        value = field.host(node) if field.host and node is not None else None
         if value is None:
             value = getattr(request, field.name)
         if value is None and field.in_launch_security:
             value = current.get(field)
         values[field.name] = value
     if values["policy"] is None:
-        values["policy"] = DEFAULT_POLICY
+        values["policy"] = snp_policy.DEFAULT
     if values["firmware"] is None and node is not None and node.snp_firmware:
         values["firmware"] = node.snp_firmware[0]
     check_policy(values["policy"], node)
     return SnpOptions(**values)
+
+
+def check_needs(settings: SnpOptions) -> None:
+    """Refuse settings where an option lacks the option it needs (authorKey needs idAuth)."""
+    for field in FIELDS:
+        unmet = field.unmet_need(settings)
+        if unmet:
+            raise DomainError(unmet)

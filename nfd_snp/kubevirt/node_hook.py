@@ -55,7 +55,7 @@ class NodeView:
         from nfd_snp import facts_cache
         from nfd_snp.checks import SNP, asids_in_use
 
-        facts = facts_cache.from_summary(facts_cache.summary(report, valid_for))
+        facts = facts_cache.NodeFacts.of_report(report, valid_for)
         known = report.facts.guest_asids("sev-snp")
         used = asids_in_use(report.facts, SNP) if known is not None else None
         asids = (known.count, used) if known is not None and used is not None else None

@@ -1,12 +1,12 @@
 """One self-contained onDefineDomain script for KubeVirt's stock sidecar-shim image.
 
 The script carries the package's own modules verbatim (the engine in nfd_snp.domain, the
-KubeVirt request in nfd_snp.kubevirt, nfd_snp.errors), each between two marker lines inside
-one raw string, and a short loader that serves them through an import hook. An admin
-reading the ConfigMap reads plain Python, and the code that runs in the VM's pod is byte for
-byte the code the tests run, not a second implementation. It needs only the Python standard
-library, 3.9 or later (the CentOS Stream 9 shim image ships 3.9; xml.etree is used there,
-hardened the same way as lxml).
+KubeVirt request in nfd_snp.kubevirt, the policy bits in nfd_snp.snp_policy, nfd_snp.errors),
+each between two marker lines inside one raw string, and a short loader that serves them
+through an import hook. An admin reading the ConfigMap reads plain Python, and the code
+that runs in the VM's pod is byte for byte the code the tests run, not a second
+implementation. It needs only the Python standard library, 3.9 or later (the CentOS Stream
+9 shim image ships 3.9; xml.etree is used there, hardened the same way as lxml).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 MODULES = (
     ("nfd_snp", "__init__.py"),
     ("nfd_snp.errors", "errors.py"),
+    ("nfd_snp.snp_policy", "snp_policy.py"),
     ("nfd_snp.xmlio", "xmlio.py"),
     ("nfd_snp.domain", "domain/__init__.py"),
     ("nfd_snp.domain.options", "domain/options.py"),

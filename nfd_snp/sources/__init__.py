@@ -1,5 +1,9 @@
 """One module per host source; each has `read(host) -> Facts` and does no other I/O.
 
+A source is one module here and its field on `nfd_snp.model.HostFacts`, declared with
+`source(NAME, *needs)`: the probe reads every such field in order, passing `read` the facts
+of the fields it needs (`msr` the CPUID facts, `psp` the CPU, kernel and KVM facts).
+
 `unreadable_from` turns the errors every byte source raises into typed `Unreadable` data:
 ENOENT means absent (the caller says what that implies), EACCES means "run as root",
 both are facts, not exceptions.

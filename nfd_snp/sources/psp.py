@@ -15,6 +15,9 @@ from nfd_snp import paths, uapi
 from nfd_snp.errors import NotCaptured, PspError
 from nfd_snp.host import Host
 from nfd_snp.model import (
+    CpuFacts,
+    KernelFacts,
+    KvmFacts,
     PspFacts,
     SevPlatformStatus,
     SnpPlatformStatus,
@@ -142,16 +145,15 @@ def hotloaded_firmware(host: Host, family: Optional[int], model: Optional[int]) 
     return None
 
 
-def read(
-    host: Host,
-    layout: TcbLayout,
-    *,
-    snp_query: bool = True,
-    family: Optional[int] = None,
-    model: Optional[int] = None,
-) -> PspFacts:
-    """Both status replies; with `snp_query` False, SNP_PLATFORM_STATUS is not sent at all
-    (see snp_status_has_side_effects) and its reply is unknown with that reason."""
+def read(host: Host, cpu: CpuFacts, kernel: KernelFacts, kvm: KvmFacts) -> PspFacts:
+    """Both status replies, the TCBs decoded with the layout of the CPU family (CPUID, else
+    /proc/cpuinfo). Where the kernel would initialise SNP to answer it
+    (snp_status_has_side_effects), SNP_PLATFORM_STATUS is not sent at all and its reply is
+    unknown with that reason."""
+    family = cpu.family if cpu.family is not None else kernel.family
+    layout = TcbLayout.for_family(family)
+    snp_query = not snp_status_has_side_effects(kernel, kvm)
+    model = cpu.model if cpu.model is not None else kernel.model
     replies = {}
     for command in (uapi.SEV_PLATFORM_STATUS, uapi.SNP_PLATFORM_STATUS):
         if command == uapi.SNP_PLATFORM_STATUS and not snp_query:
