@@ -1,7 +1,9 @@
 """The libvirt hook's logic for domains whose XML mentions the SEV-SNP request namespace.
 
-Fail-open for others, fail-closed for SNP: `hooks/qemu` returns 0 for every domain whose XML
-lacks the request namespace before this module is imported. Here, a domain that really asks
+Fail-open for others, fail-closed for SNP: the hook's shell front (`hooks/qemu`, installed as
+/etc/libvirt/hooks/qemu.d/50-nfd-snp) returns 0 for every operation it ignores and every
+domain whose XML lacks the request namespace, and starts Python with `main` only for the
+rest, so a VM start costs at most one Python start. Here, a domain that really asks
 for SEV-SNP is refused (exit 1, one line on stderr saying why and what to run) unless it can
 start as a valid SNP guest on this node; a domain that only mentions the namespace without
 asking passes. The hook never calls libvirt (that would deadlock the daemon).
@@ -28,6 +30,8 @@ import sys
 from nfd_snp.errors import DomainError, NfdSnpError, printable
 
 FACTS_ENV = "NFD_SNP_FACTS_CACHE"
+# What the shell front lets through: (operation, sub-operation).
+HANDLED = (("prepare", "begin"), ("migrate", "begin"), ("restore", "begin"))
 VERBS = {
     "prepare": "start",
     "migrate": "migrate in",
@@ -95,6 +99,24 @@ def _run(name: str, operation: str, data: bytes, out) -> int:
     out.write(xmlio.serialize(root))
     out.flush()
     return 0
+
+
+def read_all(stream) -> bytes:
+    """All of `stream` (libvirt must never see a closed pipe)."""
+    chunks = []
+    while True:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def main(argv) -> int:
+    """`DOMAIN OPERATION SUB-OPERATION EXTRA` as libvirt passes them, the XML on stdin."""
+    data = read_all(sys.stdin.buffer)
+    if len(argv) < 3 or (argv[1], argv[2]) not in HANDLED:
+        return 0
+    return handle(argv[0], argv[1], data)
 
 
 def handle(name: str, operation: str, data: bytes, out=None, err=None) -> int:

@@ -1,14 +1,20 @@
-"""The installed-style hook run as libvirt runs it: argv, XML on stdin, exit code, stderr.
+"""The hook as `nfd-snp install` writes it, run as libvirt runs it: argv, XML on stdin, exit
+code, stderr, with Debian's /bin/sh (dash) and with bash.
 
-Fail-open for domains that did not ask for SEV-SNP, fail-closed for those that did.
+Fail-open for domains that did not ask for SEV-SNP, fail-closed for those that did; at most
+one Python start per operation, and none for operations the hook ignores or for domains
+that did not ask for SEV-SNP.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +23,11 @@ from nfd_snp.checks import evaluate
 from nfd_snp import xmlio
 from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
-from tests.conftest import REPO, SAMPLES, need, probe_root
+from tests.conftest import REPO, SAMPLES, install_hook, need, probe_root, python_starts
 
-HOOK = REPO / "hooks" / "qemu"
+SHELLS = ("dash", "bash")
+_WORK = Path(tempfile.mkdtemp(prefix="nfd-snp-hook-test-"))
+atexit.register(shutil.rmtree, _WORK, True)
 OWN = REPO / "tests" / "data" / "domains"
 PLAIN = (OWN / "plain-virtio.xml").read_bytes()
 CONVERTED = (OWN / "converted-snp.xml").read_bytes()
@@ -60,30 +68,42 @@ def facts(tmp_path):
     return Facts()
 
 
-def run_hook(op, sub, data, facts_path, *python_flags, name="vm1"):
+def hook_for(*python_flags) -> Path:
+    """The installed hook whose Python runs with `python_flags` (one per set of flags)."""
+    directory = _WORK / ("python" + "".join(python_flags).replace(" ", ""))
+    hook = directory / "50-nfd-snp"
+    return hook if hook.exists() else install_hook(directory, sys.executable, *python_flags)
+
+
+def run_hook(op, sub, data, facts_path, *python_flags, name="vm1", shell="sh"):
+    """The hook's exit, output and error, and (`.python_starts`) how often it started Python."""
+    need(shutil.which(shell) is not None, f"{shell} is not installed")
+    hook = hook_for(*python_flags)
+    before = python_starts(hook)
     env = {"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts_path)}
-    return subprocess.run(
-        [sys.executable, "-I", *python_flags, str(HOOK), name, op, sub, "-"],
+    proc = subprocess.run(
+        [shell, str(hook), name, op, sub, "-"],
         input=data,
         capture_output=True,
         env=env,
         timeout=60,
     )
+    proc.python_starts = python_starts(hook) - before
+    return proc
 
 
+@pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("op, sub", NOOP_OPS)
 @pytest.mark.parametrize("data", [PLAIN, MARKED, b"garbage <<"], ids=["plain", "marked", "garbage"])
-def test_other_operations_return_0_without_imports(op, sub, data, facts):
-    proc = run_hook(op, sub, data, facts.path, "-X", "importtime")
-    assert (proc.returncode, proc.stdout) == (0, b"")
-    imported = proc.stderr.decode()
-    for heavy in ("lxml", "click", "libvirt", "nfd_snp"):
-        assert f" {heavy}" not in imported, heavy
+def test_other_operations_return_0_without_python(op, sub, data, facts, shell):
+    proc = run_hook(op, sub, data, facts.path, shell=shell)
+    assert (proc.returncode, proc.stdout, proc.stderr, proc.python_starts) == (0, b"", b"", 0)
 
 
+@pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("cache", ["missing", "corrupt", "not-ready", "ready"])
 @pytest.mark.parametrize("op", ["prepare", "migrate", "restore"])
-def test_unmarked_domain_always_passes_untouched(op, cache, facts):
+def test_unmarked_domain_always_passes_untouched_without_python(op, cache, facts, shell):
     if cache == "corrupt":
         facts.path.write_text('{"schema": "nfd-snp.facts/v1", "verdicts": [')
     elif cache == "not-ready":
@@ -94,9 +114,10 @@ def test_unmarked_domain_always_passes_untouched(op, cache, facts):
         PLAIN,
         b"<domain><name>x</name><description>about urn:nfd-snp:2</description></domain>",
         b"not xml at all",
+        b"",
     ):
-        proc = run_hook(op, "begin", data, facts.path)
-        assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+        proc = run_hook(op, "begin", data, facts.path, shell=shell)
+        assert (proc.returncode, proc.stdout, proc.stderr, proc.python_starts) == (0, b"", b"", 0)
 
 
 def test_namespace_mentioned_without_marker_passes(facts):
@@ -104,7 +125,7 @@ def test_namespace_mentioned_without_marker_passes(facts):
         b"<name>plain</name>", b"<name>plain</name><description>see urn:nfd-snp:1</description>"
     )
     proc = run_hook("prepare", "begin", data, facts.path)
-    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert (proc.returncode, proc.stderr, proc.python_starts) == (0, b"", 1)
 
 
 def _refusal(proc) -> str:
@@ -114,9 +135,12 @@ def _refusal(proc) -> str:
     return lines[0]
 
 
-def test_prepare_refuses_unconverted_marked_domain(facts):
+@pytest.mark.parametrize("shell", SHELLS)
+def test_prepare_refuses_unconverted_marked_domain(facts, shell):
     facts.write()
-    line = _refusal(run_hook("prepare", "begin", MARKED, facts.path, name="web"))
+    proc = run_hook("prepare", "begin", MARKED, facts.path, name="web", shell=shell)
+    assert proc.python_starts == 1
+    line = _refusal(proc)
     assert "not converted (no launchSecurity)" in line
     assert "run `nfd-snp domain convert web`" in line
 
@@ -216,7 +240,7 @@ def test_snp_domains_are_handled_without_lxml(op, data, facts):
     the interpreter's start (bench/hook.py)."""
     facts.write()
     proc = run_hook(op, "begin", data, facts.path, "-X", "importtime")
-    assert proc.returncode == 0
+    assert proc.returncode == 0 and proc.python_starts == 1
     imported = proc.stderr.decode()
     assert " nfd_snp.domain.engine" in imported
     for heavy in ("lxml", "click", "libvirt", "nfd_snp.domain.schema"):
@@ -243,13 +267,48 @@ def test_restore_of_marked_domain_fails_closed_on_sev_attestation_data(facts):
     assert "SEV attestation data" in line
 
 
-def test_broken_install_fails_closed_only_for_snp(facts):
+@pytest.mark.parametrize("shell", SHELLS)
+def test_broken_install_fails_closed_only_for_snp(facts, shell):
     """Without the nfd_snp package (-S: no site-packages) an SNP domain is refused."""
     facts.write()
-    proc = run_hook("prepare", "begin", MARKED, facts.path, "-S")
-    assert proc.returncode == 1 and b"cannot load nfd_snp" in proc.stderr
-    plain = run_hook("prepare", "begin", PLAIN, facts.path, "-S")
+    proc = run_hook("prepare", "begin", MARKED, facts.path, "-S", shell=shell)
+    line = _refusal_of_a_broken_install(proc)
+    assert f"cannot load nfd_snp with {sys.executable} (ModuleNotFoundError: " in line
+    assert "install the hook again with `nfd-snp install`" in line
+    plain = run_hook("prepare", "begin", PLAIN, facts.path, "-S", shell=shell)
     assert (plain.returncode, plain.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_missing_interpreter_fails_closed_only_for_snp(facts, tmp_path, shell):
+    """A hook whose Python is gone (a removed virtualenv) refuses SNP domains, names the fix."""
+    need(shutil.which(shell) is not None, f"{shell} is not installed")
+    hook = install_hook(tmp_path, str(tmp_path / "gone" / "python3"))
+    hook.write_text(hook.read_text().replace(str(tmp_path / "python"), "/nonexistent/python3"))
+    env = {"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts.path)}
+    for data, expected in ((MARKED, 1), (PLAIN, 0)):
+        proc = subprocess.run(
+            [shell, str(hook), "vm1", "prepare", "begin", "-"],
+            input=data,
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == expected
+        if expected:
+            line = _refusal_of_a_broken_install(proc)
+            assert "cannot run /nonexistent/python3, the Python this hook was installed" in line
+            assert "`nfd-snp install`" in line
+        else:
+            assert proc.stderr == b""
+
+
+def _refusal_of_a_broken_install(proc) -> str:
+    assert proc.returncode == 1 and proc.stdout == b""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nfd-snp: cannot ")
+    assert "refusing the SEV-SNP domain" in lines[0]
+    return lines[0]
 
 
 def test_huge_unmarked_domain_is_read_whole_and_passes(facts):
@@ -328,7 +387,7 @@ def _hook_with_misc_cgroup(capacity, current, data, facts_path):
         "mount -t tmpfs tmpfs /sys/fs/cgroup && "
         f"printf '{capacity}' > /sys/fs/cgroup/misc.capacity && "
         f"printf '{current}' > /sys/fs/cgroup/misc.current && "
-        f'exec "{sys.executable}" -I "{HOOK}" vm1 prepare begin -'
+        f'exec sh "{hook_for()}" vm1 prepare begin -'
     )
     return subprocess.run(
         ["unshare", "-m", "sh", "-c", script], input=data, capture_output=True, env=env, timeout=60
