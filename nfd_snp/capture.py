@@ -54,6 +54,8 @@ def write_snapshot(recording: Recording, out: Path) -> None:
         capture["stat"] = recording.stats
     if recording.unreadable:
         capture["unreadable"] = recording.unreadable
+    if recording.hook_imports:
+        capture["hook_import"] = recording.hook_imports
     (out / paths.CAPTURE_FILE).write_text(json.dumps(capture, indent=2, sort_keys=True) + "\n")
 
 

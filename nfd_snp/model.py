@@ -521,7 +521,8 @@ class LibvirtDaemon:
 
 @dataclass(frozen=True)
 class HookFacts:
-    """nfd-snp's qemu hook file and the libvirt daemons that may have loaded it.
+    """nfd-snp's qemu hook file, the libvirt daemons that may have loaded it, and whether
+    the Python it names can load nfd_snp.
 
     `installed` is None when the hook file could not be examined (`unreadable` says why);
     `daemons_unreadable` says why the process table could not be read.
@@ -533,6 +534,11 @@ class HookFacts:
     daemons: tuple = ()
     unreadable: Optional[Unreadable] = None
     daemons_unreadable: Optional[Unreadable] = None
+    # The Python the hook runs (its `PYTHON=` line), whether it imports nfd_snp, and why
+    # not (loads False) or why that is unknown (loads None).
+    interpreter: Optional[str] = None
+    loads: Optional[bool] = None
+    load_error: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ _DESCRIBE: Dict[str, Callable[..., str]] = {
     "domain_capabilities": lambda: "libvirt domain capabilities",
     "stat": lambda rel: f"{rel} (stat)",
     "procfs": lambda: "the process table (psutil)",
+    "hook_import": lambda python: f"{python} -I -c 'import nfd_snp.hook'",
 }
 
 

@@ -1,4 +1,5 @@
-"""Whether libvirt runs nfd-snp's qemu hook: the hook file, and the libvirt daemons' start.
+"""Whether libvirt runs nfd-snp's qemu hook: the hook file, the libvirt daemons' start, and
+whether the Python the hook names can load nfd_snp.
 
 A libvirt daemon looks for hooks once, when it starts (and on SIGHUP): virHookInitialize
 in libvirt's src/util/virhook.c records which drivers have an executable hook, and
@@ -13,16 +14,23 @@ names and owners, and start times from /proc/<pid>/stat's starttime and /proc/st
 Every file psutil reads goes through `Host.read` first, which bounds it, refuses anything
 but a regular file (a FIFO in a snapshot would block psutil) and records it for `capture`:
 /proc/stat's btime line, and stat and status of the daemons only.
+
+The hook's shell front runs one Python, named on its `PYTHON=` line (nfd_snp.hook_script);
+if that Python cannot import nfd_snp, every domain that asks for SEV-SNP is refused. The
+source runs it as the hook does (`Host.hook_import`, recorded by `capture` and replayed from
+the snapshot), on the root's own file system only: a container's /host holds the host's
+interpreter but not a way to run it as the host would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 import stat as stat_mod
 
-from nfd_snp import paths
+from nfd_snp import hook_script, paths
 from nfd_snp.errors import NotCaptured
 from nfd_snp.host import Host
 from nfd_snp.model import HookFacts, LibvirtDaemon
@@ -35,6 +43,8 @@ DAEMONS = ("virtqemud", "libvirtd")
 PROC_STAT_LIMIT = 4 * 1024 * 1024
 PID_STAT_LIMIT = 4096
 PID_STATUS_LIMIT = 16384
+# The hook script is about 3 KiB; its PYTHON= line is near the top.
+HOOK_LIMIT = 64 * 1024
 _BTIME = re.compile(rb"^btime \d+$", re.M)
 
 
@@ -75,7 +85,11 @@ def libvirt_daemons(host: Host) -> tuple:
     host.read(paths.PROC_STAT, PROC_STAT_LIMIT, redact=btime_line)
     found = []
     with _psutil_at(host.procfs()) as psutil:
-        for pid in psutil.pids():
+        try:
+            pids = psutil.pids()
+        except IndexError:  # psutil reads the lowest pid of the list: a root with none
+            pids = []
+        for pid in pids:
             rel = f"{paths.PROC}/{pid}"
             try:
                 stat = host.read(f"{rel}/stat", PID_STAT_LIMIT, keep=names_a_daemon)
@@ -91,6 +105,24 @@ def libvirt_daemons(host: Host) -> tuple:
     return tuple(found)
 
 
+def interpreter_loads(host: Host) -> tuple:
+    """(the hook's Python, whether it imports nfd_snp, why not or why that is unknown)."""
+    try:
+        text = host.read(paths.LIBVIRT_QEMU_HOOK, HOOK_LIMIT, truncate=True)
+    except (OSError, NotCaptured) as exc:
+        return None, None, f"the hook could not be read ({getattr(exc, 'strerror', None) or exc})"
+    python = hook_script.interpreter(text.decode("utf-8", "replace"))
+    if python is None:
+        return None, None, "the hook names no Python (not nfd-snp's hook script)"
+    if not host.snapshot and os.path.realpath(host.root) != "/":
+        return python, None, f"not run under host root {host.root}, only on the host itself"
+    try:
+        error = host.hook_import(python)
+    except NotCaptured:
+        return python, None, "not in the snapshot"
+    return python, error is None, error
+
+
 def read(host: Host) -> HookFacts:
     hook = "/" + paths.LIBVIRT_QEMU_HOOK
     try:
@@ -101,10 +133,12 @@ def read(host: Host) -> HookFacts:
         return HookFacts(None, unreadable=unreadable_from(exc, hook, missing=Reason.FILE_GARBLED))
     # libvirt runs a regular file with any execute bit (virFileIsExecutable).
     executable = stat_mod.S_ISREG(st.mode) and bool(st.mode & 0o111)
+    python, loads, why = interpreter_loads(host) if executable else (None, None, None)
+    loaded = {"interpreter": python, "loads": loads, "load_error": why}
     try:
         daemons = libvirt_daemons(host)
     except (OSError, RuntimeError) as exc:
         unreadable = Reason.PROCESSES_UNREADABLE
         failure = unreadable_from(exc, "/" + paths.PROC_STAT, missing=unreadable, other=unreadable)
-        return HookFacts(True, st.ctime, executable, daemons_unreadable=failure)
-    return HookFacts(True, st.ctime, executable, daemons)
+        return HookFacts(True, st.ctime, executable, daemons_unreadable=failure, **loaded)
+    return HookFacts(True, st.ctime, executable, daemons, **loaded)
