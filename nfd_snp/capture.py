@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 from pathlib import Path
 
 from nfd_snp import __version__, paths, probe
@@ -17,6 +18,9 @@ from nfd_snp.checks import Report
 from nfd_snp.config import Config
 from nfd_snp.errors import CaptureError
 from nfd_snp.host import NotCaptured, Recording
+
+# What sources/guests.py reads of a process: its command line.
+_GUEST_CMDLINE = re.compile(paths.PROC + r"/\d+/cmdline")
 
 
 def _safe_join(out: Path, rel: str) -> Path:
@@ -59,13 +63,23 @@ def write_snapshot(recording: Recording, out: Path) -> None:
     (out / paths.CAPTURE_FILE).write_text(json.dumps(capture, indent=2, sort_keys=True) + "\n")
 
 
-def capture(out: os.PathLike | str, config: Config) -> Report:
-    """Probe `config.host_root` live and write what was read to `out` (created; empty)."""
+def without_guests(recording: Recording) -> None:
+    """Drop the running guests' QEMU command lines (disk paths, networks, device details):
+    the replay then shows no running guests."""
+    for rel in [r for r in recording.files if _GUEST_CMDLINE.fullmatch(r)]:
+        del recording.files[rel]
+
+
+def capture(out: os.PathLike | str, config: Config, *, guests: bool = True) -> Report:
+    """Probe `config.host_root` live and write what was read to `out` (created; empty).
+    `guests`: keep the running guests' QEMU command lines."""
     out_path = Path(out)
     if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
         raise CaptureError(f"{out}: exists and is not an empty directory")
     result = probe.probe_report(config, record=True)  # before creating OUT: a bad root leaves none
     assert result.recording is not None
+    if not guests:
+        without_guests(result.recording)
     try:
         out_path.mkdir(parents=True, exist_ok=True)
         write_snapshot(result.recording, out_path)

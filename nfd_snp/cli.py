@@ -220,20 +220,28 @@ def check(ctx, sample, as_json, failures, **values):
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, writable=True))
 @probe_options
+@click.option(
+    "--no-guests",
+    is_flag=True,
+    help="Leave out the running guests' QEMU command lines (disk paths, networks, device "
+    "details); the replay then shows no running guests.",
+)
 @click.pass_context
-def capture(ctx, out, **values):
+def capture(ctx, out, no_guests, **values):
     """Save every input the probe reads from this host into the directory OUT.
 
     OUT then replays with `nfd-snp check --host-root OUT`: for support bundles and test
     corpora. --host-root is the live host to capture (/ on a node, /host in a container);
     --libvirt off leaves libvirt's domain capabilities out. Run as root, or the
-    CPUID/MSR/PSP sources are recorded as unreadable. Only QEMU processes' command lines
-    are kept from /proc.
+    CPUID/MSR/PSP sources are recorded as unreadable. From /proc it keeps the running QEMU
+    guests' full command lines (their disk paths, networks and devices: read them before
+    you share a capture, or leave them out with --no-guests), the boot time, and the
+    libvirt daemons' stat and status files.
     """
     from nfd_snp.capture import capture as do_capture
 
     config = probe_config(ctx, None, values)
-    do_capture(out, config)
+    do_capture(out, config, guests=not no_guests)
     log.info(
         f"captured {config.host_root} into {out}; replay with: nfd-snp check --host-root {out}"
     )
@@ -370,6 +378,11 @@ def _node_facts(load_node, facts):
     node, warning = load_node(facts)
     if warning:
         log.warning(warning)
+    if node is not None and node.cbitpos is None:
+        log.warning(
+            "the node facts hold no C-bit position (its CPU does not show CPUID 0x8000001F): "
+            "<cbitpos> is left out, for libvirt to fill in from its own capabilities at start"
+        )
     return node
 
 
@@ -422,12 +435,17 @@ def domain_rewrite(flags, facts, schemas, source):
     metavar="URI",
     help="libvirt connection.",
 )
-@click.option("--dry-run", is_flag=True, help="Print a unified diff instead of defining.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print a unified diff instead of defining; exit 1 when defining it would fail.",
+)
 def domain_convert(name, flags, facts, schemas, uri, dry_run):
     """Convert the defined (shut off) domain NAME into an SEV-SNP guest.
 
     Reads its inactive XML through libvirt, rewrites it like `domain rewrite`, and defines
     the result. libvirt then checks it too: on a host whose QEMU lacks SEV-SNP it refuses.
+    Exit status 0 when converted (or, with --dry-run, when it would be), 1 when refused.
     """
     from nfd_snp.domain.cli_support import convert, load_node
 
@@ -439,11 +457,12 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
             "install nfd-snp-libvirt (or python3-libvirt)"
         ) from None
     node = _node_facts(load_node, facts)
-    result, warning = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
+    result, failure = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
     if dry_run:
         click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
-        if warning:
-            log.warning(warning)
+        if failure:
+            log.error(failure)
+            click.get_current_context().exit(1)
     else:
         log.info(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
 

@@ -5,7 +5,9 @@ libvirt calls from a hook), so the service writes this compact summary, and the 
 with it whether an SNP guest may start. Both sides live here, with the one schema constant.
 
 Format (JSON, `/run/nfd-snp/facts.json`): `schema`, `valid_for` (the service's ttl),
-`verdicts["sev-snp"]` (`ready` yes/no/unknown and the `blocking` check names), `cbitpos`,
+`verdicts["sev-snp"]` (`ready` yes/no/unknown and the `blocking` check names),
+`blocked_by` (each blocking check's `check` name, `title` and `fix`, for the hook's
+refusal), `cbitpos` (null when unknown, never 0),
 `reducedPhysBits`, `snp_api` ([major, minor]), `snp_firmware` (SNP-capable OVMF paths),
 `snp_policy` (`accepted` and `required` SNP guest policy bits of this node's KVM, or null
 when unknown) and `asids_shared` (SEV-ES and SEV-SNP guests share one ASID range, i.e. no
@@ -63,6 +65,7 @@ class NodeFacts:
         "snp_policy",
         "asids_shared",
         "valid_for",
+        "blocked_by",
     )
 
     def __init__(
@@ -76,9 +79,11 @@ class NodeFacts:
         snp_policy: tuple | None = None,  # (accepted bits, required bits, where from)
         asids_shared: bool | None = None,
         valid_for: float | None = None,
+        blocked_by: tuple = (),  # (name, title, fix or None) of each blocking check
     ) -> None:
         self.snp_ready = snp_ready
         self.blocking = blocking
+        self.blocked_by = blocked_by
         self.cbitpos = cbitpos
         self.reducedPhysBits = reducedPhysBits
         self.snp_api = snp_api
@@ -102,10 +107,15 @@ def summary(report, valid_for: float = DEFAULT_VALID_FOR) -> dict:
     verdict = report.verdict(Guest.SEV_SNP)
     rule = facts.snp_policy_rule()
     snp_asids = facts.guest_asids("sev-snp")
+    results = {r.check.name: r for r in report.results}
     return {
         "schema": SCHEMA,
         "valid_for": valid_for,
         "verdicts": {"sev-snp": {"ready": verdict.ready.value, "blocking": list(verdict.blocking)}},
+        "blocked_by": [
+            {"check": name, "title": results[name].check.title, "fix": results[name].fix}
+            for name in verdict.blocking
+        ],
         "cbitpos": cbitpos,
         "reducedPhysBits": reduced,
         "snp_api": [snp.api_major, snp.api_minor] if snp else None,
@@ -283,6 +293,15 @@ def from_summary(data) -> NodeFacts:
     firmware = data.get("snp_firmware") or []
     if not isinstance(firmware, list) or not all(isinstance(f, str) for f in firmware):
         raise DomainError("facts cache: snp_firmware is not a list of paths")
+    blocked_by = data.get("blocked_by") or []
+    if not isinstance(blocked_by, list) or not all(
+        isinstance(b, dict)
+        and isinstance(b.get("check"), str)
+        and isinstance(b.get("title"), str)
+        and isinstance(b.get("fix"), (str, type(None)))
+        for b in blocked_by
+    ):
+        raise DomainError("facts cache: blocked_by is not a list of {check, title, fix}")
     valid_for = data.get("valid_for")
     if (
         isinstance(valid_for, bool)
@@ -298,7 +317,8 @@ def from_summary(data) -> NodeFacts:
         valid_for=float(valid_for),
         snp_ready=verdict["ready"],
         blocking=tuple(blocking),
-        cbitpos=_int(data.get("cbitpos"), "cbitpos"),
+        blocked_by=tuple((b["check"], b["title"], b["fix"]) for b in blocked_by),
+        cbitpos=_int(data.get("cbitpos"), "cbitpos") or None,  # 0 (older caches): unknown
         reducedPhysBits=_int(data.get("reducedPhysBits"), "reducedPhysBits"),
         snp_api=api,
         snp_firmware=tuple(firmware),

@@ -48,17 +48,55 @@ def _facts_path() -> str:
     return os.environ.get(FACTS_ENV) or DEFAULT_FACTS_CACHE
 
 
+def not_ready(node) -> str:
+    """Why this node takes no SEV-SNP guest, as a person reads it: each blocking check's
+    title (its name in `nfd-snp check`) and the first fix the service recorded."""
+    if node.snp_ready == "no":
+        text, kind = "this node cannot run SEV-SNP guests", "blocked by"
+    else:
+        text, kind = "this node's SEV-SNP readiness is unknown", "undecided"
+    if node.blocked_by:
+        text += f"; {kind}: " + ", ".join(f"{t} ({n})" for n, t, _ in node.blocked_by)
+        fix = next((f for _, _, f in node.blocked_by if f), None)
+        if fix:
+            text += f"; fix: {fix.rstrip('.')}"
+    elif node.blocking:  # a cache written before it held titles and fixes
+        text += f"; {kind}: {', '.join(node.blocking)}"
+    return text + "; `nfd-snp check` on the node shows every check"
+
+
 def _ready_node():
     from nfd_snp.domain import node as node_facts
 
     node = node_facts.load(_facts_path())
     if node.snp_ready != "yes":
-        because = f" (blocked by: {', '.join(node.blocking)})" if node.blocking else ""
-        raise DomainError(
-            f"this node cannot run SEV-SNP guests: readiness {node.snp_ready}{because}; "
-            "run `nfd-snp check` on the node"
-        )
+        raise DomainError(not_ready(node))
     return node
+
+
+def advice(exc: DomainError, name: str, node) -> str:
+    """What fixes a domain refused at `prepare`, appended to the reason: never a command that
+    would refuse it the same way (convert refuses what the request itself gets wrong)."""
+    from nfd_snp.domain import engine, options
+
+    command = f"nfd-snp domain convert {name}"
+    if isinstance(exc, engine.NotConverted):
+        return f"; run `{command}`"
+    if isinstance(exc, options.PolicyRefused):
+        try:
+            options.check_policy(options.DEFAULT_POLICY, node)
+        except options.PolicyRefused:
+            return ""  # not even the default: the reason names the bits this node accepts
+        policy = options.format_policy(options.DEFAULT_POLICY)
+        return f"; convert it with a policy this node accepts: `{command} --option policy={policy}`"
+    if isinstance(exc, options.OptionError):
+        if exc.unknown:
+            return f"; correct <snp:sev-snp> in the domain's <metadata>: `virsh edit {name}`"
+        field = options.OPTIONS[exc.option]
+        return (
+            f"; give a valid value ({field.kind.describe}): `{command} --option {exc.option}=VALUE`"
+        )
+    return ""
 
 
 def _check_free_asid(node) -> None:
@@ -84,14 +122,19 @@ def _run(name: str, operation: str, data: bytes, out) -> int:
     from nfd_snp.domain import engine
 
     root = xmlio.parse(data, backend="stdlib" if len(data) <= LXML_ABOVE else None)
-    if engine.requested_options(root) is None:
-        return 0  # mentions the namespace but does not ask: not ours
+    try:
+        if engine.requested_options(root) is None:
+            return 0  # mentions the namespace but does not ask: not ours
+    except DomainError as exc:  # it asks, with options that are wrong
+        if operation != "prepare":
+            raise
+        raise DomainError(f"{exc}{advice(exc, name, None)}") from None
     node = _ready_node()
     if operation == "prepare":
         try:
             engine.verify(root, node)
         except DomainError as exc:
-            raise DomainError(f"{exc}; run `nfd-snp domain convert {name}`") from None
+            raise DomainError(f"{exc}{advice(exc, name, node)}") from None
         _check_free_asid(node)
         return 0
     engine.rewrite(root, node)

@@ -623,7 +623,8 @@ class HostFacts:
         addressing", target/i386/sev.c) and libvirt and KubeVirt pass that on.
         """
         leaf = self.cpu.mem_encrypt
-        if leaf is not None:
+        # A C-bit of 0 is none: a hypervisor that hides the leaf's contents reports EBX 0.
+        if leaf is not None and leaf.cbitpos:
             cbitpos, cbit_source = leaf.cbitpos, "CPUID"
         elif self.domcaps.cbitpos is not None:
             cbitpos, cbit_source = self.domcaps.cbitpos, "libvirt"

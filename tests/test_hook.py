@@ -9,6 +9,7 @@ that did not ask for SEV-SNP.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -23,7 +24,15 @@ from nfd_snp.checks import evaluate
 from nfd_snp import xmlio
 from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
-from tests.conftest import REPO, SAMPLES, install_hook, need, probe_root, python_starts
+from tests.conftest import (
+    NFD_SNP,
+    REPO,
+    SAMPLES,
+    install_hook,
+    need,
+    probe_root,
+    python_starts,
+)
 
 SHELLS = ("dash", "bash")
 _WORK = Path(tempfile.mkdtemp(prefix="nfd-snp-hook-test-"))
@@ -157,7 +166,17 @@ def test_prepare_accepts_converted_domain_on_ready_node(facts):
         ("missing", "readiness is unknown: {path} is missing (is nfd-snp.service running?)"),
         ("corrupt", "is not valid JSON"),
         ("wrong-shape", "no sev-snp verdict"),
-        ("not-ready", "this node cannot run SEV-SNP guests: readiness no (blocked by: cpu.vendor)"),
+        (
+            "not-ready",
+            "this node cannot run SEV-SNP guests; blocked by: AMD CPU (cpu.vendor); fix: SEV "
+            "needs an AMD EPYC CPU: 7002 (Rome) or later; SEV-SNP needs 7003 (Milan) or later; "
+            "`nfd-snp check` on the node shows every check",
+        ),
+        (
+            "old-cache",
+            "this node cannot run SEV-SNP guests; blocked by: cpu.vendor; `nfd-snp check` on "
+            "the node shows every check",
+        ),
     ],
 )
 def test_prepare_fails_closed_when_node_unknown_or_not_ready(facts, cache, message):
@@ -167,8 +186,13 @@ def test_prepare_fails_closed_when_node_unknown_or_not_ready(facts, cache, messa
         facts.path.write_text('{"schema": "nfd-snp.facts/v1", "verdicts": []}')
     elif cache == "not-ready":
         facts.write("intel")
+    elif cache == "old-cache":  # written before the cache held titles and fixes
+        facts.write("intel")
+        data = json.loads(facts.path.read_text())
+        del data["blocked_by"]
+        facts.path.write_text(json.dumps(data))
     line = _refusal(run_hook("prepare", "begin", CONVERTED, facts.path))
-    assert message.format(path=facts.path) in line
+    assert line.endswith(message.format(path=facts.path))
 
 
 def test_prepare_refuses_stale_facts(facts):
@@ -230,6 +254,75 @@ def test_prepare_refuses_invalid_options(facts):
     bad = CONVERTED.replace(b'vcek="yes"', b'vcek="yes" hostData="tooshort"')
     line = _refusal(run_hook("prepare", "begin", bad, facts.path))
     assert "hostData: decodes to 6 bytes, must be exactly 32" in line
+
+
+def _with_policy(policy: str) -> bytes:
+    """CONVERTED asking for `policy` and converted without node facts, as a sidecar or an
+    older node would leave it."""
+    return CONVERTED.replace(b'policy="0x00030000"', f'policy="{policy}"'.encode()).replace(
+        b"<policy>0x30000</policy>", f"<policy>{policy}</policy>".encode()
+    )
+
+
+HOST_DATA = "A" * 43 + "="  # base64 of 32 bytes
+
+
+@pytest.mark.parametrize(
+    "broken, advice, option",
+    [
+        # this node (genoa-snp-ready, Linux 6.12) accepts no bit 24
+        (
+            _with_policy("0x01030000"),
+            "convert it with a policy this node accepts: `nfd-snp domain convert vm1 --option "
+            "policy=0x00030000`",
+            "policy=0x00030000",
+        ),
+        (
+            CONVERTED.replace(b'vcek="yes"', b'vcek="yes" hostData="tooshort"'),
+            "give a valid value (base64 of exactly 32 bytes): `nfd-snp domain convert vm1 "
+            "--option hostData=VALUE`",
+            f"hostData={HOST_DATA}",
+        ),
+        (MARKED, "run `nfd-snp domain convert vm1`", None),
+    ],
+    ids=["policy", "option-value", "not-converted"],
+)
+def test_the_advice_of_a_refusal_fixes_it(facts, broken, advice, option):
+    """What a refusal tells the admin to run, run (convert's own rewrite), makes the domain
+    start: the advice never sends them back to the same refusal."""
+    facts.write()
+    line = _refusal(run_hook("prepare", "begin", broken, facts.path))
+    assert line.endswith(advice)
+    flags = ["--option", option] if option else []
+    fixed = subprocess.run(
+        [*NFD_SNP, "domain", "rewrite", "--facts", str(facts.path), *flags],
+        input=broken,
+        capture_output=True,
+        timeout=60,
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    started = run_hook("prepare", "begin", fixed.stdout, facts.path)
+    assert (started.returncode, started.stderr) == (0, b"")
+
+
+def test_an_unknown_option_in_the_metadata_is_corrected_there(facts):
+    facts.write()
+    line = _refusal(run_hook("prepare", "begin", CONVERTED.replace(b"vcek=", b"vcke="), facts.path))
+    assert "unknown option 'vcke'" in line
+    assert line.endswith("correct <snp:sev-snp> in the domain's <metadata>: `virsh edit vm1`")
+
+
+def test_no_policy_advice_where_even_the_default_is_refused(facts):
+    """A node whose KVM refuses SMT-allowed policies gets no policy to try: the reason
+    names the bits it accepts."""
+    facts.write()
+    data = json.loads(facts.path.read_text())
+    data["snp_policy"]["required"] = 1 << 20  # single socket required
+    facts.path.write_text(json.dumps(data))
+    line = _refusal(run_hook("prepare", "begin", CONVERTED, facts.path))
+    assert line.endswith(
+        "(bit 20 (single socket) required; accepted bits 0x1bffff, from the rule of Linux 6.12)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -318,14 +411,6 @@ def test_huge_unmarked_domain_is_read_whole_and_passes(facts):
 
 
 # -- causes of a failed launch, refused at prepare with the reason (troubleshooting.md) ----------
-
-
-def _with_policy(policy: str) -> bytes:
-    """CONVERTED asking for `policy` and converted without node facts, as a sidecar or an
-    older node would leave it."""
-    return CONVERTED.replace(b'policy="0x00030000"', f'policy="{policy}"'.encode()).replace(
-        b"<policy>0x30000</policy>", f"<policy>{policy}</policy>".encode()
-    )
 
 
 @pytest.mark.parametrize(

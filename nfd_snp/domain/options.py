@@ -17,6 +17,21 @@ from __future__ import annotations
 
 from nfd_snp.errors import DomainError
 
+
+class OptionError(DomainError):
+    """An SEV-SNP option that is unknown (`unknown`) or whose value is invalid: `option`
+    names it, so a caller can say where to correct it."""
+
+    def __init__(self, message: str, option: str, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.option = option
+        self.unknown = unknown
+
+
+class PolicyRefused(DomainError):
+    """A policy that KVM or this node's firmware would refuse (check_policy)."""
+
+
 # SNP guest policy (SEV-SNP ABI, "Guest Policy"; include/linux/psp-sev.h SNP_POLICY_MASK_*):
 # 7:0 ABI minor, 15:8 ABI major, 16 SMT, 17 reserved and must be 1, 18 migration agent,
 # 19 debug, 20 single socket, 21 CXL, 22 AES-256-XTS, 23 RAPL disabled, 24 ciphertext
@@ -82,16 +97,16 @@ def check_policy(value: int, node=None) -> None:
     """
     shown = f"policy {format_policy(value)}"
     if value & ~POLICY_VALID_MASK:
-        raise DomainError(f"{shown}: bits 63:26 are reserved and must be 0")
+        raise PolicyRefused(f"{shown}: bits 63:26 are reserved and must be 0")
     if not value & POLICY_RESERVED_ONE:
-        raise DomainError(
+        raise PolicyRefused(
             f"{shown}: bit 17 is reserved and must be 1 (KVM refuses the guest otherwise; the "
             "default is 0x00030000)"
         )
     if value & POLICY_MIGRATION_AGENT:
         # KVM's accepted mask leaves bit 18 out in every version (arch/x86/kvm/svm/sev.c
         # SNP_POLICY_MASK_VALID, KVM_SNP_POLICY_MASK_VALID): AMDESE/AMDSEV#240.
-        raise DomainError(
+        raise PolicyRefused(
             f"{shown}: bit 18 (migration agent) is refused by KVM (SNP_LAUNCH_START ret=-22); "
             "use 0x00030000 or clear it"
         )
@@ -105,14 +120,14 @@ def check_policy(value: int, node=None) -> None:
                 problems.append(f"{describe_bits(refused)} not accepted")
             if missing:
                 problems.append(f"{describe_bits(missing)} required")
-            raise DomainError(
+            raise PolicyRefused(
                 f"{shown}: this node's KVM refuses it ({'; '.join(problems)}; accepted bits "
                 f"{accepted:#x}, from {source})"
             )
     node_api = getattr(node, "snp_api", None)
     wanted = ((value >> 8) & 0xFF, value & 0xFF)
     if node_api is not None and wanted > tuple(node_api):
-        raise DomainError(
+        raise PolicyRefused(
             f"{shown} requires SNP firmware ABI {wanted[0]}.{wanted[1]}, "
             f"but this node runs {node_api[0]}.{node_api[1]}"
         )
@@ -388,8 +403,14 @@ class SnpOptions:
             field = OPTIONS.get(name)
             if field is None:
                 known = ", ".join(OPTIONS)
-                raise DomainError(f"{where}: unknown option {name!r} (known: {known})")
-            parsed[name] = field.parse(text, where)
+                message = f"{where}: unknown option {name!r} (known: {known})"
+                raise OptionError(message, name, unknown=True)
+            try:
+                parsed[name] = field.parse(text, where)
+            except OptionError:
+                raise
+            except DomainError as exc:
+                raise OptionError(str(exc), name) from None
         return cls(**parsed)
 
     def as_strings(self) -> dict:
