@@ -326,6 +326,65 @@ def run(ctx, config_path, **values):
     ctx.exit(service.run())
 
 
+root_option = click.option(
+    "--root",
+    default="/",
+    show_default=True,
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False),
+    help="Work under DIR (a staging tree or an image): files only, nothing started or restarted.",
+)
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print each step; change nothing.")
+
+
+@cli.command("install")
+@root_option
+@dry_run_option
+@click.option(
+    "--no-reload",
+    is_flag=True,
+    help="Do not restart the libvirt daemons that started before the hook (libvirt looks for "
+    "hooks when it starts); `nfd-snp check` then warns (libvirt.hook) until they restart.",
+)
+def install_command(root, dry_run, no_reload):
+    """Install nfd-snp on this host without the RPM, for the Python that runs this command.
+
+    Writes the libvirt hook (/etc/libvirt/hooks/qemu.d/50-nfd-snp, running this Python), the
+    unit /etc/systemd/system/nfd-snp.service (ExecStart runs this Python; its sandbox can
+    read a Python under /root or /home), /etc/tmpfiles.d and /etc/modules-load.d files, and
+    /etc/nfd-snp/nfd-snp.conf unless it exists; creates the feature and facts directories;
+    under systemd enables and starts nfd-snp.service; and restarts the libvirt daemons that
+    started before the hook, so that they run it (running guests keep running). Files that
+    already say the same are left alone, so running it again is safe. Exit status 0 when
+    done, 1 when something is in the way (the reason says what to do).
+
+    \b
+      python3 -m venv /opt/nfd-snp && /opt/nfd-snp/bin/pip install '.[libvirt]'
+      /opt/nfd-snp/bin/nfd-snp install
+      nfd-snp check                       libvirt.hook: PASS once libvirt loaded the hook
+    """
+    from nfd_snp.install import install
+
+    install(root, dry_run=dry_run, reload=not no_reload, echo=click.echo)
+
+
+@cli.command("uninstall")
+@root_option
+@dry_run_option
+def uninstall_command(root, dry_run):
+    """Remove what `nfd-snp install` wrote and what the service wrote.
+
+    Stops the service, removes the hook, unit, tmpfiles.d, modules-load.d and (unless you
+    changed it) configuration files, the feature file (the node's labels go with it), the
+    facts cache and its lock, the metrics textfile and the directories install created.
+    Domains that ask for SEV-SNP then start without nfd-snp's check: the command says so
+    and names them.
+    """
+    from nfd_snp.install import uninstall
+
+    uninstall(root, dry_run=dry_run, echo=click.echo)
+
+
 class DomainGroup(click.Group):
     """`nfd-snp domain`, whose help lists the SEV-SNP options from their declarations."""
 

@@ -30,9 +30,9 @@ BOOT = 1_790_000_000  # /proc/stat btime
 TICKS = os.sysconf("SC_CLK_TCK")  # USER_HZ: 100 on every Linux x86 build
 
 
-def proc_stat(pid: int, name: str, started: float) -> str:
+def proc_stat(pid: int, name: str, started: float, state: str = "S") -> str:
     """/proc/<pid>/stat of a process started `started` seconds after boot (proc(5))."""
-    fields = ["S", "1", str(pid), str(pid)] + ["0"] * 15 + [str(round(started * TICKS))]
+    fields = [state, "1", str(pid), str(pid)] + ["0"] * 15 + [str(round(started * TICKS))]
     fields += ["1000", "100"] + ["0"] * 28
     return f"{pid} ({name}) {' '.join(fields)}\n"
 
@@ -106,6 +106,15 @@ def test_daemons(node, daemons, status, fragment):
     _, result = hook_result(node(daemons=daemons))
     assert result.outcome.status is status
     assert fragment in result.outcome.detail
+
+
+def test_a_daemon_that_exited_but_is_not_reaped_runs_nothing(node):
+    """A restarted libvirtd leaves a zombie until its parent reaps it: not a daemon."""
+    zombie = {"proc/77/stat": proc_stat(77, "libvirtd", 30.0, state="Z")}
+    daemons = [(77, "libvirtd", 30.0, 0), (900, "libvirtd", 900.0, 0)]
+    _, result = hook_result(node(daemons=daemons, files=zombie))
+    assert result.outcome.status is Status.PASS
+    assert "pid 77" not in result.outcome.detail and "libvirtd (pid 900)" in result.outcome.detail
 
 
 def test_not_installed_is_skipped_without_psutil(snapshot):

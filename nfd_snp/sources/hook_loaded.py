@@ -76,7 +76,7 @@ def _psutil_at(procfs: str):
 
 
 def libvirt_daemons(host: Host) -> tuple:
-    """Running virtqemud/libvirtd processes owned by root, by pid.
+    """Running virtqemud/libvirtd processes owned by root, by pid (a zombie is not running).
 
     A process may call itself anything; only root can run the daemons that read
     /etc/libvirt/hooks (KubeVirt's non-root virt-launcher pods run theirs as qemu).
@@ -98,6 +98,8 @@ def libvirt_daemons(host: Host) -> tuple:
                 host.read(f"{rel}/status", PID_STATUS_LIMIT)
                 process = psutil.Process(pid)
                 name = process.name()
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    continue  # exited, not yet reaped: it runs nothing
                 if name in DAEMONS and process.uids().real == 0:
                     found.append(LibvirtDaemon(pid, name, process.create_time()))
             except (OSError, psutil.Error, ValueError, IndexError):
