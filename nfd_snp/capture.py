@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -28,6 +29,8 @@ from nfd_snp.config import Config
 from nfd_snp.errors import CaptureError
 from nfd_snp.host import NotCaptured, Recording
 
+# What sources/guests.py reads of a process: its command line.
+_GUEST_CMDLINE = re.compile(paths.PROC + r"/\d+/cmdline")
 TEMP_PREFIX = ".nfd-snp-capture."
 FILE_MODE = 0o644
 DIRECTORY_MODE = 0o755
@@ -121,6 +124,8 @@ def _capture_document(recording: Recording) -> dict:
         capture["stat"] = recording.stats
     if recording.unreadable:
         capture["unreadable"] = recording.unreadable
+    if recording.hook_imports:
+        capture["hook_import"] = recording.hook_imports
     return capture
 
 
@@ -216,13 +221,23 @@ def _check_out(out: Path) -> None:
     raise CaptureError(f"{out}: exists and is not an empty directory")
 
 
-def capture(out: os.PathLike | str, config: Config) -> Report:
+def without_guests(recording: Recording) -> None:
+    """Drop the running guests' QEMU command lines (disk paths, networks, device details):
+    the replay then shows no running guests."""
+    for rel in [r for r in recording.files if _GUEST_CMDLINE.fullmatch(r)]:
+        del recording.files[rel]
+
+
+def capture(out: os.PathLike | str, config: Config, *, guests: bool = True) -> Report:
     """Probe `config.host_root` live and write what was read to `out` (absent, or an empty
-    directory, which the snapshot replaces)."""
+    directory, which the snapshot replaces). `guests`: keep the running guests' QEMU
+    command lines."""
     out_path = Path(out)
     _check_out(out_path)
     result = probe.probe_report(config, record=True)  # before creating OUT: a bad root leaves none
     assert result.recording is not None
+    if not guests:
+        without_guests(result.recording)
     try:
         write_snapshot(result.recording, out_path)
     except OSError as exc:

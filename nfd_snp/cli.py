@@ -222,20 +222,28 @@ def check(ctx, sample, as_json, failures, **values):
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, writable=True))
 @probe_options
+@click.option(
+    "--no-guests",
+    is_flag=True,
+    help="Leave out the running guests' QEMU command lines (disk paths, networks, device "
+    "details); the replay then shows no running guests.",
+)
 @click.pass_context
-def capture(ctx, out, **values):
+def capture(ctx, out, no_guests, **values):
     """Save every input the probe reads from this host into the directory OUT.
 
     OUT then replays with `nfd-snp check --host-root OUT`: for support bundles and test
     corpora. --host-root is the live host to capture (/ on a node, /host in a container);
     --libvirt off leaves libvirt's domain capabilities out. Run as root, or the
-    CPUID/MSR/PSP sources are recorded as unreadable. Only QEMU processes' command lines
-    are kept from /proc.
+    CPUID/MSR/PSP sources are recorded as unreadable. From /proc it keeps the running QEMU
+    guests' full command lines (their disk paths, networks and devices: read them before
+    you share a capture, or leave them out with --no-guests), the boot time, and the
+    libvirt daemons' stat and status files.
     """
     from nfd_snp.capture import capture as do_capture
 
     config = probe_config(ctx, None, values)
-    do_capture(out, config)
+    do_capture(out, config, guests=not no_guests)
     log.info(
         f"captured {config.host_root} into {out}; replay with: nfd-snp check --host-root {out}"
     )
@@ -382,6 +390,65 @@ def _input(handle, limit: int) -> tuple:
     return handle.read(limit + 1), _input_name(handle)
 
 
+root_option = click.option(
+    "--root",
+    default="/",
+    show_default=True,
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False),
+    help="Work under DIR (a staging tree or an image): files only, nothing started or restarted.",
+)
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print each step; change nothing.")
+
+
+@cli.command("install")
+@root_option
+@dry_run_option
+@click.option(
+    "--no-reload",
+    is_flag=True,
+    help="Do not restart the libvirt daemons that started before the hook (libvirt looks for "
+    "hooks when it starts); `nfd-snp check` then warns (libvirt.hook) until they restart.",
+)
+def install_command(root, dry_run, no_reload):
+    """Install nfd-snp on this host without the RPM, for the Python that runs this command.
+
+    Writes the libvirt hook (/etc/libvirt/hooks/qemu.d/50-nfd-snp, running this Python), the
+    unit /etc/systemd/system/nfd-snp.service (ExecStart runs this Python; its sandbox can
+    read a Python under /root or /home), /etc/tmpfiles.d and /etc/modules-load.d files, and
+    /etc/nfd-snp/nfd-snp.conf unless it exists; creates the feature and facts directories;
+    under systemd enables and starts nfd-snp.service; and restarts the libvirt daemons that
+    started before the hook, so that they run it (running guests keep running). Files that
+    already say the same are left alone, so running it again is safe. Exit status 0 when
+    done, 1 when something is in the way (the reason says what to do).
+
+    \b
+      python3 -m venv /opt/nfd-snp && /opt/nfd-snp/bin/pip install '.[libvirt]'
+      /opt/nfd-snp/bin/nfd-snp install
+      nfd-snp check                       libvirt.hook: PASS once libvirt loaded the hook
+    """
+    from nfd_snp.install import install
+
+    install(root, dry_run=dry_run, reload=not no_reload, echo=click.echo)
+
+
+@cli.command("uninstall")
+@root_option
+@dry_run_option
+def uninstall_command(root, dry_run):
+    """Remove what `nfd-snp install` wrote and what the service wrote.
+
+    Stops the service, removes the hook, unit, tmpfiles.d, modules-load.d and (unless you
+    changed it) configuration files, the feature file (the node's labels go with it), the
+    facts cache and its lock, the metrics textfile and the directories install created.
+    Domains that ask for SEV-SNP then start without nfd-snp's check: the command says so
+    and names them.
+    """
+    from nfd_snp.install import uninstall
+
+    uninstall(root, dry_run=dry_run, echo=click.echo)
+
+
 class DomainGroup(click.Group):
     """`nfd-snp domain`, whose help lists the SEV-SNP options from their declarations."""
 
@@ -434,6 +501,11 @@ def _node_facts(load_node, facts):
     node, warning = load_node(facts)
     if warning:
         log.warning(warning)
+    if node is not None and node.cbitpos is None:
+        log.warning(
+            "the node facts hold no C-bit position (its CPU does not show CPUID 0x8000001F): "
+            "<cbitpos> is left out, for libvirt to fill in from its own capabilities at start"
+        )
     return node
 
 
@@ -486,12 +558,17 @@ def domain_rewrite(flags, facts, schemas, source):
     metavar="URI",
     help="libvirt connection.",
 )
-@click.option("--dry-run", is_flag=True, help="Print a unified diff instead of defining.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print a unified diff instead of defining; exit 1 when defining it would fail.",
+)
 def domain_convert(name, flags, facts, schemas, uri, dry_run):
     """Convert the defined (shut off) domain NAME into an SEV-SNP guest.
 
     Reads its inactive XML through libvirt, rewrites it like `domain rewrite`, and defines
     the result. libvirt then checks it too: on a host whose QEMU lacks SEV-SNP it refuses.
+    Exit status 0 when converted (or, with --dry-run, when it would be), 1 when refused.
     """
     from nfd_snp.domain.cli_support import convert, load_node
 
@@ -503,11 +580,12 @@ def domain_convert(name, flags, facts, schemas, uri, dry_run):
             "install nfd-snp-libvirt (or python3-libvirt)"
         ) from None
     node = _node_facts(load_node, facts)
-    result, warning = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
+    result, failure = convert(name, uri, flags, node, dry_run, _schema_dir(schemas))
     if dry_run:
         click.echo(result or f"{name} is already an SEV-SNP guest as requested\n", nl=False)
-        if warning:
-            log.warning(warning)
+        if failure:
+            log.error(failure)
+            click.get_current_context().exit(1)
     else:
         log.info(f"converted {name} to an SEV-SNP guest; start it with: virsh start {name}")
 

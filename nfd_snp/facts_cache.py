@@ -8,7 +8,9 @@ Format (JSON, `/run/nfd-snp/facts.json`): `schema`, then one key per fact, each 
 once as a `Fact` of `NodeFacts` (where it sits in the document, its kind, how the service
 takes it from the readiness report): the class, the document the service writes and the
 reader all follow from those lines. `valid_for` (the service's ttl),
-`verdicts["sev-snp"]` (`ready` yes/no/unknown and the `blocking` check names), `cbitpos`,
+`verdicts["sev-snp"]` (`ready` yes/no/unknown and the `blocking` check names),
+`blocked_by` (each blocking check's `check` name, `title` and `fix`, for the hook's
+refusal), `cbitpos` (null when unknown, never 0),
 `reducedPhysBits`, `snp_api` ([major, minor]), `snp_firmware` (SNP-capable OVMF paths),
 `snp_policy` (`accepted` and `required` SNP guest policy bits of this node's KVM, or null
 when unknown) and `asids_shared` (SEV-ES and SEV-SNP guests share one ASID range, i.e. no
@@ -114,6 +116,33 @@ def _policy_rule(value):
     return SnpPolicyRule(bits[0], bits[1], source)
 
 
+def _cbit(value):
+    """A C-bit position; 0, which caches written before unknown became null hold when the
+    CPU hid the SEV leaf, is no position: unknown."""
+    return _small_int(value) or None
+
+
+def _blocked_by(value):
+    """((check, title, fix or None), ...) from [{check, title, fix}, ...]."""
+    if not isinstance(value, list):
+        raise ValueError
+    out = []
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise ValueError
+        check, title, fix = entry.get("check"), entry.get("title"), entry.get("fix")
+        if not isinstance(check, str) or not isinstance(title, str):
+            raise ValueError
+        if fix is not None and not isinstance(fix, str):
+            raise ValueError
+        out.append((check, title, fix))
+    return tuple(out)
+
+
+def _blocked_by_json(value) -> list:
+    return [{"check": c, "title": t, "fix": f} for c, t, f in value]
+
+
 def _policy_rule_json(rule) -> dict:
     return {"accepted": rule.accepted, "required": rule.required, "source": rule.source}
 
@@ -175,10 +204,10 @@ class Fact:
         *parents, leaf = self.path
         for part in parents:
             document = document.setdefault(part, {})
-        if isinstance(value, tuple):
-            value = list(value)  # as JSON reads it back
-        elif value is not None and self.write_json is not None:
+        if value is not None and self.write_json is not None:
             value = self.write_json(value)
+        elif isinstance(value, tuple):
+            value = list(value)  # as JSON reads it back
         document[leaf] = value
 
 
@@ -199,6 +228,16 @@ def _cbitpos(report):
 def _reduced_phys_bits(report):
     cbit = report.facts.cbit()
     return cbit.reducedPhysBits if cbit else None
+
+
+def _blocked_by_of(report):
+    """Each check blocking SEV-SNP with its title and fix, so that the hook's refusal says
+    what a person reads in `nfd-snp check`, not only the check's name."""
+    results = {r.check.name: r for r in report.results}
+    return tuple(
+        (name, results[name].check.title, results[name].fix)
+        for name in _snp_verdict(report).blocking
+    )
 
 
 def _snp_api(report):
@@ -237,7 +276,14 @@ class NodeFacts:
         lambda report: _snp_verdict(report).blocking,
         (),
     )
-    cbitpos = Fact("cbitpos", SMALL_INT, _cbitpos)
+    blocked_by = Fact(  # (check, title, fix or None) of each blocking check
+        "blocked_by",
+        (_blocked_by, "a list of {check, title, fix}"),
+        _blocked_by_of,
+        (),
+        write=_blocked_by_json,
+    )
+    cbitpos = Fact("cbitpos", (_cbit, "a small integer"), _cbitpos)
     reducedPhysBits = Fact("reducedPhysBits", SMALL_INT, _reduced_phys_bits)
     snp_api = Fact("snp_api", VERSION, _snp_api)  # (major, minor)
     snp_firmware = Fact("snp_firmware", (_strings, "a list of paths"), _snp_firmware, ())

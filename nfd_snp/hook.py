@@ -1,7 +1,9 @@
 """The libvirt hook's logic for domains whose XML mentions the SEV-SNP request namespace.
 
-Fail-open for others, fail-closed for SNP: `hooks/qemu` returns 0 for every domain whose XML
-lacks the request namespace before this module is imported. Here, a domain that really asks
+Fail-open for others, fail-closed for SNP: the hook's shell front (`hooks/qemu`, installed as
+/etc/libvirt/hooks/qemu.d/50-nfd-snp) returns 0 for every operation it ignores and every
+domain whose XML lacks the request namespace, and starts Python with `main` only for the
+rest, so a VM start costs at most one Python start. Here, a domain that really asks
 for SEV-SNP is refused (exit 1, one line on stderr saying why and what to run) unless it can
 start as a valid SNP guest on this node; a domain that only mentions the namespace without
 asking passes. The hook never calls libvirt (that would deadlock the daemon).
@@ -28,6 +30,8 @@ import sys
 from nfd_snp.errors import DomainError, NfdSnpError, printable
 
 FACTS_ENV = "NFD_SNP_FACTS_CACHE"
+# What the shell front lets through: (operation, sub-operation).
+HANDLED = (("prepare", "begin"), ("migrate", "begin"), ("restore", "begin"))
 VERBS = {
     "prepare": "start",
     "migrate": "migrate in",
@@ -38,18 +42,57 @@ VERBS = {
 LXML_ABOVE = 256 * 1024
 
 
+def not_ready(node) -> str:
+    """Why this node takes no SEV-SNP guest, as a person reads it: each blocking check's
+    title (its name in `nfd-snp check`) and the first fix the service recorded."""
+    if node.snp_ready == "no":
+        text, kind = "this node cannot run SEV-SNP guests", "blocked by"
+    else:
+        text, kind = "this node's SEV-SNP readiness is unknown", "undecided"
+    if node.blocked_by:
+        text += f"; {kind}: " + ", ".join(f"{t} ({n})" for n, t, _ in node.blocked_by)
+        fix = next((f for _, _, f in node.blocked_by if f), None)
+        if fix:
+            text += f"; fix: {fix.rstrip('.')}"
+    elif node.blocking:  # a cache written before it held titles and fixes
+        text += f"; {kind}: {', '.join(node.blocking)}"
+    return text + "; `nfd-snp check` on the node shows every check"
+
+
 def _ready_node():
     # The cache's module itself, not its nfd_snp.domain.node alias: one import fewer per start.
     from nfd_snp import facts_cache
 
     node = facts_cache.load(os.environ.get(FACTS_ENV) or facts_cache.DEFAULT_FACTS_CACHE)
     if node.snp_ready != "yes":
-        because = f" (blocked by: {', '.join(node.blocking)})" if node.blocking else ""
-        raise DomainError(
-            f"this node cannot run SEV-SNP guests: readiness {node.snp_ready}{because}; "
-            "run `nfd-snp check` on the node"
-        )
+        raise DomainError(not_ready(node))
     return node
+
+
+def advice(exc: DomainError, name: str, node) -> str:
+    """What fixes a domain refused at `prepare`, appended to the reason: never a command that
+    would refuse it the same way (convert refuses what the request itself gets wrong)."""
+    from nfd_snp import snp_policy
+    from nfd_snp.domain import engine, options
+
+    command = f"nfd-snp domain convert {name}"
+    if isinstance(exc, engine.NotConverted):
+        return f"; run `{command}`"
+    if isinstance(exc, options.PolicyRefused):
+        try:
+            options.check_policy(snp_policy.DEFAULT, node)
+        except options.PolicyRefused:
+            return ""  # not even the default: the reason names the bits this node accepts
+        policy = snp_policy.format_policy(snp_policy.DEFAULT)
+        return f"; convert it with a policy this node accepts: `{command} --option policy={policy}`"
+    if isinstance(exc, options.OptionError):
+        if exc.unknown:
+            return f"; correct <snp:sev-snp> in the domain's <metadata>: `virsh edit {name}`"
+        field = options.OPTIONS[exc.option]
+        return (
+            f"; give a valid value ({field.kind.describe}): `{command} --option {exc.option}=VALUE`"
+        )
+    return ""
 
 
 def _check_free_asid(node) -> None:
@@ -75,14 +118,19 @@ def _run(name: str, operation: str, data: bytes, out) -> int:
     from nfd_snp.domain import engine
 
     root = xmlio.parse(data, backend="stdlib" if len(data) <= LXML_ABOVE else None)
-    if engine.requested_options(root) is None:
-        return 0  # mentions the namespace but does not ask: not ours
+    try:
+        if engine.requested_options(root) is None:
+            return 0  # mentions the namespace but does not ask: not ours
+    except DomainError as exc:  # it asks, with options that are wrong
+        if operation != "prepare":
+            raise
+        raise DomainError(f"{exc}{advice(exc, name, None)}") from None
     node = _ready_node()
     if operation == "prepare":
         try:
             engine.verify(root, node)
         except DomainError as exc:
-            raise DomainError(f"{exc}; run `nfd-snp domain convert {name}`") from None
+            raise DomainError(f"{exc}{advice(exc, name, node)}") from None
         _check_free_asid(node)
         return 0
     engine.rewrite(root, node)
@@ -90,6 +138,24 @@ def _run(name: str, operation: str, data: bytes, out) -> int:
     out.write(xmlio.serialize(root))
     out.flush()
     return 0
+
+
+def read_all(stream) -> bytes:
+    """All of `stream` (libvirt must never see a closed pipe)."""
+    chunks = []
+    while True:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def main(argv) -> int:
+    """`DOMAIN OPERATION SUB-OPERATION EXTRA` as libvirt passes them, the XML on stdin."""
+    data = read_all(sys.stdin.buffer)
+    if len(argv) < 3 or (argv[1], argv[2]) not in HANDLED:
+        return 0
+    return handle(argv[0], argv[1], data)
 
 
 def handle(name: str, operation: str, data: bytes, out=None, err=None) -> int:

@@ -35,6 +35,8 @@ from nfd_snp.reasons import Reason
 DEFAULT_READ_LIMIT = 64 * 1024
 # nfd-snp-capture.json holds domcaps XML (~100 KB) and a few numbers.
 CAPTURE_FILE_LIMIT = 16 * 1024 * 1024
+# How long the hook's Python may take to import nfd_snp (a cold start of a loaded node).
+HOOK_IMPORT_TIMEOUT = 30.0
 # A recorded errno is a C int (errno(3)); os.strerror() overflows on anything larger.
 ERRNO_LIMIT = 1 << 31
 
@@ -77,6 +79,7 @@ class Recording:
     present: Dict[str, bool] = field(default_factory=dict)  # path -> is a directory
     links: Dict[str, str] = field(default_factory=dict)  # link -> target, root-relative
     entries: Dict[str, list] = field(default_factory=dict)  # directory -> names it holds
+    hook_imports: Dict[str, Optional[str]] = field(default_factory=dict)  # python -> error
 
 
 class Host:
@@ -205,6 +208,11 @@ class Host:
         raise NotImplementedError
 
     def domain_capabilities(self) -> Optional[str]:
+        raise NotImplementedError
+
+    def hook_import(self, python: str) -> Optional[str]:
+        """Whether `python -I` imports nfd_snp.hook, as the libvirt hook's front runs it:
+        None when it does, else why not (one line)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -394,6 +402,35 @@ class LiveHost(Host):
             self.recording.domcaps = xml
         return xml
 
+    def hook_import(self, python: str) -> Optional[str]:
+        """Run the hook's Python as libvirt runs the hook (a clean environment, no stdin).
+
+        Only on the root's own file system (`/`): the interpreter a hook names is a path of
+        the host, which a container's /host does not make runnable.
+        """
+        import subprocess  # only on hosts with the hook installed
+
+        try:
+            proc = subprocess.run(
+                [python, "-I", "-c", "import nfd_snp.hook"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+                cwd="/",
+                timeout=HOOK_IMPORT_TIMEOUT,
+            )
+            lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            error = None
+            if proc.returncode != 0:
+                error = (lines[-1].strip() if lines else f"exit status {proc.returncode}")[:300]
+        except OSError as exc:
+            error = f"cannot run it: {exc.strerror or exc}"
+        except subprocess.TimeoutExpired:
+            error = f"it did not finish within {HOOK_IMPORT_TIMEOUT:g} s"
+        if self.recording is not None:
+            self.recording.hook_imports[python] = error
+        return error
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
@@ -453,6 +490,11 @@ class SnapshotHost(Host):
             raise SnapshotError(f"{path}: 'domcaps' must be a string or null")
         if "stat" in data and not isinstance(data["stat"], dict):
             raise SnapshotError(f"{path}: 'stat' must be an object")
+        imports = data.get("hook_import", {})
+        if not isinstance(imports, dict) or not all(
+            v is None or isinstance(v, str) for v in imports.values()
+        ):
+            raise SnapshotError(f"{path}: 'hook_import' must map interpreters to null or a reason")
         for entry in data.get("unreadable", {}).values():
             if not isinstance(entry, dict):
                 raise SnapshotError(f"{path}: every 'unreadable' entry must be an object")
@@ -528,6 +570,12 @@ class SnapshotHost(Host):
             self._replay_unreadable("domcaps")
             raise NotCaptured("domcaps")
         return self.capture["domcaps"]
+
+    def hook_import(self, python: str) -> Optional[str]:
+        imports = self.capture.get("hook_import", {})
+        if python not in imports:
+            raise NotCaptured(f"whether {python} imports nfd_snp")
+        return imports[python]
 
     def stat(self, rel: str) -> FileStat:
         """A file's recorded mode and change time: a copied file's own would be the copy's."""

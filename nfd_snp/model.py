@@ -572,7 +572,8 @@ class LibvirtDaemon:
 
 @dataclass(frozen=True)
 class HookFacts:
-    """nfd-snp's qemu hook file and the libvirt daemons that may have loaded it.
+    """nfd-snp's qemu hook file, the libvirt daemons that may have loaded it, and whether
+    the Python it names can load nfd_snp.
 
     `installed` is None when the hook file could not be examined (`unreadable` says why);
     `daemons_unreadable` says why the process table could not be read.
@@ -584,6 +585,11 @@ class HookFacts:
     daemons: tuple = ()
     unreadable: Optional[Unreadable] = None
     daemons_unreadable: Optional[Unreadable] = None
+    # The Python the hook runs (its `PYTHON=` line), whether it imports nfd_snp, and why
+    # not (loads False) or why that is unknown (loads None).
+    interpreter: Optional[str] = None
+    loads: Optional[bool] = None
+    load_error: Optional[str] = None
 
 
 # -- the IOMMU (drivers/iommu/amd/init.c iommu_snp_enable) ------------------------------
@@ -796,7 +802,8 @@ class HostFacts:
         addressing", target/i386/sev.c) and libvirt and KubeVirt pass that on.
         """
         leaf = self.cpu.mem_encrypt
-        if leaf is not None:
+        # A C-bit of 0 is none: a hypervisor that hides the leaf's contents reports EBX 0.
+        if leaf is not None and leaf.cbitpos:
             cbitpos, cbit_source = leaf.cbitpos, "CPUID"
         elif self.domcaps.cbitpos is not None:
             cbitpos, cbit_source = self.domcaps.cbitpos, "libvirt"

@@ -82,6 +82,7 @@ _DESCRIBE: Dict[str, Callable[..., str]] = {
     "readlink": lambda rel: f"{_path(rel)} (link)",
     "stat": lambda rel: f"{rel} (stat)",
     "procfs": lambda: "the process table (psutil)",
+    "hook_import": lambda python: f"{python} -I -c 'import nfd_snp.hook'",
 }
 
 

@@ -401,14 +401,22 @@ class Reason(enum.Enum):
         "hook-not-loaded",
         "The libvirt daemon started before nfd-snp's hook was installed or replaced, and "
         "libvirt looks for hooks only when it starts: run `systemctl try-restart virtqemud "
-        "libvirtd` (running guests keep running). Until then domains that ask for SEV-SNP "
-        "start unchecked.",
+        "libvirtd` (running guests keep running; without systemd, `nfd-snp install` restarts "
+        "the daemon as it was started). Until then domains that ask for SEV-SNP start "
+        "unchecked.",
     )
     HOOK_NOT_EXECUTABLE = (
         "hook-not-executable",
         "libvirt skips a hook that is not executable: `chmod 0755 "
-        "/etc/libvirt/hooks/qemu.d/50-nfd-snp` (or reinstall nfd-snp-libvirt), then restart "
-        "virtqemud or libvirtd.",
+        "/etc/libvirt/hooks/qemu.d/50-nfd-snp` (or install it again: `nfd-snp install`, or "
+        "the nfd-snp-libvirt package), then restart virtqemud or libvirtd.",
+    )
+    HOOK_CANNOT_LOAD = (
+        "hook-cannot-load",
+        "The Python the hook names cannot import nfd_snp, so libvirt refuses every domain "
+        "that asks for SEV-SNP (other domains start): run `nfd-snp install` from the Python "
+        "environment that has nfd-snp (it writes its own Python into the hook), or install "
+        "nfd-snp for the Python the hook names.",
     )
     PROCESSES_UNREADABLE = (
         "processes-unreadable",

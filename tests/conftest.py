@@ -177,3 +177,28 @@ def built_chroot(release: str):
     )
     need(proc.returncode == 0, f"cannot build the {release} chroot: {proc.stderr[-400:]}")
     return root
+
+
+def install_hook(directory: Path, python: str = sys.executable, *python_flags) -> Path:
+    """The hook as `nfd-snp install` writes it, in `directory`, for a wrapper of `python`
+    (run with `python_flags`) that appends one line to `directory`/starts per Python start:
+    tests count how often the hook started Python."""
+    from nfd_snp import hook_script
+
+    directory.mkdir(parents=True, exist_ok=True)
+    wrapper = directory / "python"
+    flags = " ".join(python_flags)
+    wrapper.write_text(
+        f'#!/bin/sh\necho "$2" >> "{directory}/starts"\nexec "{python}" {flags} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    hook = directory / "50-nfd-snp"
+    hook.write_text(hook_script.render(str(wrapper)))
+    hook.chmod(0o755)
+    return hook
+
+
+def python_starts(hook: Path) -> int:
+    """How many times the wrapper of `install_hook` has started Python so far."""
+    starts = hook.parent / "starts"
+    return len(starts.read_text().splitlines()) if starts.exists() else 0

@@ -72,3 +72,34 @@ def test_capture_keeps_only_qemu_command_lines():
         files = host.recording.files
     assert f"proc/{os.getpid()}/cmdline" not in files  # pytest's own arguments stay private
     assert all(guests.is_qemu(data) for rel, data in files.items() if rel.endswith("/cmdline"))
+
+
+@pytest.fixture
+def snp_guest():
+    """A process whose command line reads as an SEV-SNP QEMU guest's."""
+    import subprocess
+    import time
+
+    argv = ["qemu-system-x86_64", "-c", "import time; time.sleep(60)"]
+    argv += ["-object", "sev-snp-guest,id=sev0,cbitpos=51", "-drive", "file=/srv/secret.qcow2"]
+    process = subprocess.Popen(argv, executable="/usr/bin/python3")
+    time.sleep(0.3)
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize("no_guests", [False, True], ids=["guests", "no-guests"])
+def test_capture_keeps_guest_command_lines_unless_told(tmp_path, snp_guest, no_guests):
+    out = tmp_path / "node"
+    args = ["capture", str(out), "--libvirt", "off", *(["--no-guests"] if no_guests else [])]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    kept = out / "proc" / str(snp_guest) / "cmdline"
+    guests = _json_check("--host-root", str(out))["checks"]
+    (running,) = [c for c in guests if c["name"] == "guests.running"]
+    if no_guests:
+        assert not kept.exists()
+        assert running["detail"].startswith("0 SEV-SNP and 0 SEV/SEV-ES QEMU guests running")
+    else:
+        assert b"/srv/secret.qcow2" in kept.read_bytes()
+        assert running["detail"].startswith("1 SEV-SNP and 0 SEV/SEV-ES QEMU guests running")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from nfd_snp.cli import cli
 from nfd_snp import xmlio
-from tests.conftest import NFD_SNP, REPO, built_chroot
+from tests.conftest import NFD_SNP, REPO, SAMPLES, built_chroot, cli_runner, probe_root
 
 OWN = REPO / "tests" / "data" / "domains"
 
@@ -175,7 +175,7 @@ def test_convert_dry_run_prints_only_what_changes_and_defines_nothing(defined):
         ["virsh", "-c", "qemu:///system", "dumpxml", name], capture_output=True, text=True
     ).stdout
     result = CliRunner().invoke(cli, ["domain", "convert", name, "--dry-run", "--facts", "none"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # what it shows would fail to define
     assert result.stdout.startswith(f"--- {name} (defined)\n+++ {name} (SEV-SNP)\n")
     assert '+  <launchSecurity type="sev-snp">' in result.stdout
     # libvirt writes ' and lxml ": both sides are written alike, so only real changes show.
@@ -187,13 +187,52 @@ def test_convert_dry_run_prints_only_what_changes_and_defines_nothing(defined):
     assert [line for line in changed if line.startswith("-")] == ["-  <os>"]
     assert f"   <name>{name}</name>" in result.stdout.splitlines()
     assert result.stderr == (
-        "nfd-snp: warning: libvirt 9.0.0 on qemu:///system predates SEV-SNP guests: "
+        "nfd-snp: error: libvirt 9.0.0 on qemu:///system predates SEV-SNP guests: "
         "libvirt 10.5 or later is needed; defining this would fail\n"
     )
     after = subprocess.run(
         ["virsh", "-c", "qemu:///system", "dumpxml", name], capture_output=True, text=True
     ).stdout
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "marker, message",
+    [
+        (
+            'polcy="0x30000"',
+            "the <snp:sev-snp> metadata of domain '{name}': unknown option 'polcy' (known: "
+            "policy, guestVisibleWorkarounds, idBlock, idAuth, hostData, kernelHashes, "
+            "authorKey, vcek, firmware); correct it with `virsh edit {name}`",
+        ),
+        (
+            'hostData="tooshort"',
+            "the <snp:sev-snp> metadata of domain '{name}': hostData: decodes to 6 bytes, must "
+            "be exactly 32; correct it with `virsh edit {name}`, or replace it: --option "
+            "hostData=VALUE",
+        ),
+    ],
+    ids=["unknown", "invalid"],
+)
+def test_convert_names_the_domain_metadata_when_the_error_is_there(
+    defined, tmp_path, marker, message
+):
+    """No --option was given: the error is in the domain's own request, and says so."""
+    source = tmp_path / "marked.xml"
+    source.write_text(
+        (OWN / "direct-kernel.xml")
+        .read_text()
+        .replace(
+            "</name>",
+            f"</name><metadata><snp:sev-snp xmlns:snp='urn:nfd-snp:1' {marker}/></metadata>",
+            1,
+        )
+    )
+    name = defined(source, f"nfdsnp-convert-meta-{len(marker)}")
+    result = cli_runner().invoke(cli, ["domain", "convert", name, "--facts", "none"])
+    assert result.exit_code == 2
+    assert result.stderr == f"nfd-snp: error: {message.format(name=name)}\n"
+    assert "--option:" not in result.stderr
 
 
 def test_convert_running_and_missing_domains(defined):
@@ -290,3 +329,53 @@ def test_rewrite_errors_are_one_line_exit_2(args, stdin, message):
     result = CliRunner().invoke(cli, ["domain", "rewrite", *args], input=stdin)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_rewrite_names_the_request_in_the_xml_not_the_option_flag():
+    data = (
+        (OWN / "plain-virtio.xml")
+        .read_bytes()
+        .replace(
+            b"</name>",
+            b"</name><metadata><snp:sev-snp xmlns:snp='urn:nfd-snp:1' vcek='maybe'/></metadata>",
+            1,
+        )
+    )
+    result = cli_runner().invoke(cli, ["domain", "rewrite", "--facts", "none"], input=data)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "nfd-snp: error: the domain's <snp:sev-snp>: vcek: 'maybe' is not yes or no; correct it "
+        "in the XML, or replace it: --option vcek=VALUE\n"
+    )
+    fixed = cli_runner().invoke(
+        cli, ["domain", "rewrite", "--facts", "none", "--option", "vcek=yes"], input=data
+    )
+    assert fixed.exit_code == 0, fixed.stderr
+    bad_flag = cli_runner().invoke(
+        cli, ["domain", "rewrite", "--facts", "none", "--option", "vcek=maybe"], input=data
+    )
+    assert "--option: vcek: 'maybe' is not yes or no" in bad_flag.stderr
+
+
+def test_rewrite_leaves_an_unknown_cbit_to_libvirt(tmp_path, snapshot):
+    """Node facts from a CPU that hides CPUID 0x8000001F (and no libvirt to ask) hold no
+    C-bit: the rewrite writes none rather than a guess, and says so."""
+    import json
+
+    from nfd_snp import facts_cache
+    from nfd_snp.checks import evaluate
+
+    capture = json.loads((SAMPLES / "genoa-snp-ready" / "nfd-snp-capture.json").read_text())
+    cpuid = {**capture["cpuid"], "0x8000001f": [0, 0, 0, 0]}
+    root = snapshot(base="genoa-snp-ready", capture={"cpuid": cpuid, "domcaps": None})
+    facts = tmp_path / "facts.json"
+    facts_cache.write_if_changed(str(facts), facts_cache.encode(evaluate(probe_root(root))))
+    result = cli_runner().invoke(
+        cli,
+        ["domain", "rewrite", "--facts", str(facts)],
+        input=(OWN / "plain-virtio.xml").read_bytes(),
+    )
+    assert result.exit_code == 0, result.stderr
+    launch = xmlio.parse(result.stdout).find("launchSecurity")
+    assert launch.get("type") == "sev-snp" and launch.find("cbitpos") is None
+    assert "the node facts hold no C-bit position" in result.stderr

@@ -56,6 +56,7 @@ def test_written_cache_is_trusted_and_holds_only_what_readers_use(cache):
         "schema",
         "valid_for",
         "verdicts",
+        "blocked_by",
         "cbitpos",
         "reducedPhysBits",
         "snp_api",
@@ -242,3 +243,40 @@ def test_a_cache_of_another_schema_gives_no_facts(tmp_path):
         result.stderr
     )
     assert "<cbitpos>" not in result.stdout  # no node facts: libvirt fills the C-bit
+
+
+def test_blocking_checks_carry_their_title_and_fix_for_the_hook():
+    data = facts_cache.summary(evaluate(probe_root(SAMPLES / "milan-snp-off")))
+    blocking = data["verdicts"]["sev-snp"]["blocking"]
+    assert [b["check"] for b in data["blocked_by"]] == blocking and blocking
+    first = data["blocked_by"][0]
+    assert first["title"] and first["fix"]
+    facts = facts_cache.from_summary(data)
+    assert facts.blocked_by[0] == (first["check"], first["title"], first["fix"])
+
+
+@pytest.mark.parametrize(
+    "blocked_by", [{"check": "x"}, [{"check": "x", "title": 3, "fix": None}], ["cpu.sme"]]
+)
+def test_a_malformed_blocked_by_is_refused(cache, blocked_by):
+    cache.write_bytes(_encoded(blocked_by=blocked_by))
+    assert "blocked_by is not a list of {check, title, fix}" in _refusal(cache)
+
+
+def test_a_cpu_hiding_its_memory_encryption_leaf_has_no_cbit(snapshot):
+    """In a VM the hypervisor may show CPUID 0x8000001F as zeros: without libvirt's answer
+    the C-bit is unknown (null), never 0, and a cache that says 0 is read as unknown."""
+    hidden = snapshot(base="genoa-snp-ready", capture={"cpuid": _cpuid_without_leaf()})
+    assert facts_cache.summary(evaluate(probe_root(hidden)))["cbitpos"] == 51  # libvirt's
+    capture = {"cpuid": _cpuid_without_leaf(), "domcaps": None}
+    data = facts_cache.summary(
+        evaluate(probe_root(snapshot(base="genoa-snp-ready", capture=capture)))
+    )
+    assert data["cbitpos"] is None
+    data["cbitpos"] = 0
+    assert facts_cache.from_summary(data).cbitpos is None
+
+
+def _cpuid_without_leaf() -> dict:
+    capture = json.loads((SAMPLES / "genoa-snp-ready" / "nfd-snp-capture.json").read_text())
+    return {**capture["cpuid"], "0x8000001f": [0, 0, 0, 0]}

@@ -1,14 +1,21 @@
-"""The installed-style hook run as libvirt runs it: argv, XML on stdin, exit code, stderr.
+"""The hook as `nfd-snp install` writes it, run as libvirt runs it: argv, XML on stdin, exit
+code, stderr, with Debian's /bin/sh (dash) and with bash.
 
-Fail-open for domains that did not ask for SEV-SNP, fail-closed for those that did.
+Fail-open for domains that did not ask for SEV-SNP, fail-closed for those that did; at most
+one Python start per operation, and none for operations the hook ignores or for domains
+that did not ask for SEV-SNP.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +24,19 @@ from nfd_snp.checks import evaluate
 from nfd_snp import xmlio
 from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
-from tests.conftest import REPO, SAMPLES, need, probe_root
+from tests.conftest import (
+    NFD_SNP,
+    REPO,
+    SAMPLES,
+    install_hook,
+    need,
+    probe_root,
+    python_starts,
+)
 
-HOOK = REPO / "hooks" / "qemu"
+SHELLS = ("dash", "bash")
+_WORK = Path(tempfile.mkdtemp(prefix="nfd-snp-hook-test-"))
+atexit.register(shutil.rmtree, _WORK, True)
 OWN = REPO / "tests" / "data" / "domains"
 PLAIN = (OWN / "plain-virtio.xml").read_bytes()
 CONVERTED = (OWN / "converted-snp.xml").read_bytes()
@@ -60,30 +77,42 @@ def facts(tmp_path):
     return Facts()
 
 
-def run_hook(op, sub, data, facts_path, *python_flags, name="vm1"):
+def hook_for(*python_flags) -> Path:
+    """The installed hook whose Python runs with `python_flags` (one per set of flags)."""
+    directory = _WORK / ("python" + "".join(python_flags).replace(" ", ""))
+    hook = directory / "50-nfd-snp"
+    return hook if hook.exists() else install_hook(directory, sys.executable, *python_flags)
+
+
+def run_hook(op, sub, data, facts_path, *python_flags, name="vm1", shell="sh"):
+    """The hook's exit, output and error, and (`.python_starts`) how often it started Python."""
+    need(shutil.which(shell) is not None, f"{shell} is not installed")
+    hook = hook_for(*python_flags)
+    before = python_starts(hook)
     env = {"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts_path)}
-    return subprocess.run(
-        [sys.executable, "-I", *python_flags, str(HOOK), name, op, sub, "-"],
+    proc = subprocess.run(
+        [shell, str(hook), name, op, sub, "-"],
         input=data,
         capture_output=True,
         env=env,
         timeout=60,
     )
+    proc.python_starts = python_starts(hook) - before
+    return proc
 
 
+@pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("op, sub", NOOP_OPS)
 @pytest.mark.parametrize("data", [PLAIN, MARKED, b"garbage <<"], ids=["plain", "marked", "garbage"])
-def test_other_operations_return_0_without_imports(op, sub, data, facts):
-    proc = run_hook(op, sub, data, facts.path, "-X", "importtime")
-    assert (proc.returncode, proc.stdout) == (0, b"")
-    imported = proc.stderr.decode()
-    for heavy in ("lxml", "click", "libvirt", "nfd_snp"):
-        assert f" {heavy}" not in imported, heavy
+def test_other_operations_return_0_without_python(op, sub, data, facts, shell):
+    proc = run_hook(op, sub, data, facts.path, shell=shell)
+    assert (proc.returncode, proc.stdout, proc.stderr, proc.python_starts) == (0, b"", b"", 0)
 
 
+@pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("cache", ["missing", "corrupt", "not-ready", "ready"])
 @pytest.mark.parametrize("op", ["prepare", "migrate", "restore"])
-def test_unmarked_domain_always_passes_untouched(op, cache, facts):
+def test_unmarked_domain_always_passes_untouched_without_python(op, cache, facts, shell):
     if cache == "corrupt":
         facts.path.write_text('{"schema": "nfd-snp.facts/v1", "verdicts": [')
     elif cache == "not-ready":
@@ -94,9 +123,10 @@ def test_unmarked_domain_always_passes_untouched(op, cache, facts):
         PLAIN,
         b"<domain><name>x</name><description>about urn:nfd-snp:2</description></domain>",
         b"not xml at all",
+        b"",
     ):
-        proc = run_hook(op, "begin", data, facts.path)
-        assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+        proc = run_hook(op, "begin", data, facts.path, shell=shell)
+        assert (proc.returncode, proc.stdout, proc.stderr, proc.python_starts) == (0, b"", b"", 0)
 
 
 def test_namespace_mentioned_without_marker_passes(facts):
@@ -104,7 +134,7 @@ def test_namespace_mentioned_without_marker_passes(facts):
         b"<name>plain</name>", b"<name>plain</name><description>see urn:nfd-snp:1</description>"
     )
     proc = run_hook("prepare", "begin", data, facts.path)
-    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert (proc.returncode, proc.stderr, proc.python_starts) == (0, b"", 1)
 
 
 def _refusal(proc) -> str:
@@ -114,9 +144,12 @@ def _refusal(proc) -> str:
     return lines[0]
 
 
-def test_prepare_refuses_unconverted_marked_domain(facts):
+@pytest.mark.parametrize("shell", SHELLS)
+def test_prepare_refuses_unconverted_marked_domain(facts, shell):
     facts.write()
-    line = _refusal(run_hook("prepare", "begin", MARKED, facts.path, name="web"))
+    proc = run_hook("prepare", "begin", MARKED, facts.path, name="web", shell=shell)
+    assert proc.python_starts == 1
+    line = _refusal(proc)
     assert "not converted (no launchSecurity)" in line
     assert "run `nfd-snp domain convert web`" in line
 
@@ -133,8 +166,22 @@ def test_prepare_accepts_converted_domain_on_ready_node(facts):
         ("missing", "readiness is unknown: {path} is missing (is nfd-snp.service running?)"),
         ("corrupt", "is not valid JSON"),
         ("wrong-shape", "no sev-snp verdict"),
-        ("other-schema", "written by another version of nfd-snp ('nfd-snp.facts/v2'"),
-        ("not-ready", "this node cannot run SEV-SNP guests: readiness no (blocked by: cpu.vendor)"),
+        (
+            "other-schema",
+            "written by another version of nfd-snp ('nfd-snp.facts/v2'; this one reads "
+            "nfd-snp.facts/v1): no node facts until nfd-snp.service rewrites it",
+        ),
+        (
+            "not-ready",
+            "this node cannot run SEV-SNP guests; blocked by: AMD CPU (cpu.vendor); fix: SEV "
+            "needs an AMD EPYC CPU: 7002 (Rome) or later; SEV-SNP needs 7003 (Milan) or later; "
+            "`nfd-snp check` on the node shows every check",
+        ),
+        (
+            "old-cache",
+            "this node cannot run SEV-SNP guests; blocked by: cpu.vendor; `nfd-snp check` on "
+            "the node shows every check",
+        ),
     ],
 )
 def test_prepare_fails_closed_when_node_unknown_or_not_ready(facts, cache, message):
@@ -146,8 +193,13 @@ def test_prepare_fails_closed_when_node_unknown_or_not_ready(facts, cache, messa
         facts.path.write_text('{"schema": "nfd-snp.facts/v2", "facts": {}}')
     elif cache == "not-ready":
         facts.write("intel")
+    elif cache == "old-cache":  # written before the cache held titles and fixes
+        facts.write("intel")
+        data = json.loads(facts.path.read_text())
+        del data["blocked_by"]
+        facts.path.write_text(json.dumps(data))
     line = _refusal(run_hook("prepare", "begin", CONVERTED, facts.path))
-    assert message.format(path=facts.path) in line
+    assert line.endswith(message.format(path=facts.path))
 
 
 def test_prepare_refuses_stale_facts(facts):
@@ -211,6 +263,75 @@ def test_prepare_refuses_invalid_options(facts):
     assert "hostData: decodes to 6 bytes, must be exactly 32" in line
 
 
+def _with_policy(policy: str) -> bytes:
+    """CONVERTED asking for `policy` and converted without node facts, as a sidecar or an
+    older node would leave it."""
+    return CONVERTED.replace(b'policy="0x00030000"', f'policy="{policy}"'.encode()).replace(
+        b"<policy>0x30000</policy>", f"<policy>{policy}</policy>".encode()
+    )
+
+
+HOST_DATA = "A" * 43 + "="  # base64 of 32 bytes
+
+
+@pytest.mark.parametrize(
+    "broken, advice, option",
+    [
+        # this node (genoa-snp-ready, Linux 6.12) accepts no bit 24
+        (
+            _with_policy("0x01030000"),
+            "convert it with a policy this node accepts: `nfd-snp domain convert vm1 --option "
+            "policy=0x00030000`",
+            "policy=0x00030000",
+        ),
+        (
+            CONVERTED.replace(b'vcek="yes"', b'vcek="yes" hostData="tooshort"'),
+            "give a valid value (base64 of exactly 32 bytes): `nfd-snp domain convert vm1 "
+            "--option hostData=VALUE`",
+            f"hostData={HOST_DATA}",
+        ),
+        (MARKED, "run `nfd-snp domain convert vm1`", None),
+    ],
+    ids=["policy", "option-value", "not-converted"],
+)
+def test_the_advice_of_a_refusal_fixes_it(facts, broken, advice, option):
+    """What a refusal tells the admin to run, run (convert's own rewrite), makes the domain
+    start: the advice never sends them back to the same refusal."""
+    facts.write()
+    line = _refusal(run_hook("prepare", "begin", broken, facts.path))
+    assert line.endswith(advice)
+    flags = ["--option", option] if option else []
+    fixed = subprocess.run(
+        [*NFD_SNP, "domain", "rewrite", "--facts", str(facts.path), *flags],
+        input=broken,
+        capture_output=True,
+        timeout=60,
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    started = run_hook("prepare", "begin", fixed.stdout, facts.path)
+    assert (started.returncode, started.stderr) == (0, b"")
+
+
+def test_an_unknown_option_in_the_metadata_is_corrected_there(facts):
+    facts.write()
+    line = _refusal(run_hook("prepare", "begin", CONVERTED.replace(b"vcek=", b"vcke="), facts.path))
+    assert "unknown option 'vcke'" in line
+    assert line.endswith("correct <snp:sev-snp> in the domain's <metadata>: `virsh edit vm1`")
+
+
+def test_no_policy_advice_where_even_the_default_is_refused(facts):
+    """A node whose KVM refuses SMT-allowed policies gets no policy to try: the reason
+    names the bits it accepts."""
+    facts.write()
+    data = json.loads(facts.path.read_text())
+    data["snp_policy"]["required"] = 1 << 20  # single socket required
+    facts.path.write_text(json.dumps(data))
+    line = _refusal(run_hook("prepare", "begin", CONVERTED, facts.path))
+    assert line.endswith(
+        "(bit 20 (single socket) required; accepted bits 0x1bffff, from the rule of Linux 6.12)"
+    )
+
+
 @pytest.mark.parametrize(
     "op, data", [("prepare", CONVERTED), ("restore", MARKED)], ids=["prepare", "restore"]
 )
@@ -219,7 +340,7 @@ def test_snp_domains_are_handled_without_lxml(op, data, facts):
     the interpreter's start (bench/hook.py)."""
     facts.write()
     proc = run_hook(op, "begin", data, facts.path, "-X", "importtime")
-    assert proc.returncode == 0
+    assert proc.returncode == 0 and proc.python_starts == 1
     imported = proc.stderr.decode()
     assert " nfd_snp.domain.engine" in imported
     for heavy in ("lxml", "click", "libvirt", "nfd_snp.domain.schema"):
@@ -246,13 +367,48 @@ def test_restore_of_marked_domain_fails_closed_on_sev_attestation_data(facts):
     assert "SEV attestation data" in line
 
 
-def test_broken_install_fails_closed_only_for_snp(facts):
+@pytest.mark.parametrize("shell", SHELLS)
+def test_broken_install_fails_closed_only_for_snp(facts, shell):
     """Without the nfd_snp package (-S: no site-packages) an SNP domain is refused."""
     facts.write()
-    proc = run_hook("prepare", "begin", MARKED, facts.path, "-S")
-    assert proc.returncode == 1 and b"cannot load nfd_snp" in proc.stderr
-    plain = run_hook("prepare", "begin", PLAIN, facts.path, "-S")
+    proc = run_hook("prepare", "begin", MARKED, facts.path, "-S", shell=shell)
+    line = _refusal_of_a_broken_install(proc)
+    assert f"cannot load nfd_snp with {sys.executable} (ModuleNotFoundError: " in line
+    assert "install the hook again with `nfd-snp install`" in line
+    plain = run_hook("prepare", "begin", PLAIN, facts.path, "-S", shell=shell)
     assert (plain.returncode, plain.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_missing_interpreter_fails_closed_only_for_snp(facts, tmp_path, shell):
+    """A hook whose Python is gone (a removed virtualenv) refuses SNP domains, names the fix."""
+    need(shutil.which(shell) is not None, f"{shell} is not installed")
+    hook = install_hook(tmp_path, str(tmp_path / "gone" / "python3"))
+    hook.write_text(hook.read_text().replace(str(tmp_path / "python"), "/nonexistent/python3"))
+    env = {"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts.path)}
+    for data, expected in ((MARKED, 1), (PLAIN, 0)):
+        proc = subprocess.run(
+            [shell, str(hook), "vm1", "prepare", "begin", "-"],
+            input=data,
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == expected
+        if expected:
+            line = _refusal_of_a_broken_install(proc)
+            assert "cannot run /nonexistent/python3, the Python this hook was installed" in line
+            assert "`nfd-snp install`" in line
+        else:
+            assert proc.stderr == b""
+
+
+def _refusal_of_a_broken_install(proc) -> str:
+    assert proc.returncode == 1 and proc.stdout == b""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nfd-snp: cannot ")
+    assert "refusing the SEV-SNP domain" in lines[0]
+    return lines[0]
 
 
 def test_huge_unmarked_domain_is_read_whole_and_passes(facts):
@@ -262,14 +418,6 @@ def test_huge_unmarked_domain_is_read_whole_and_passes(facts):
 
 
 # -- causes of a failed launch, refused at prepare with the reason (troubleshooting.md) ----------
-
-
-def _with_policy(policy: str) -> bytes:
-    """CONVERTED asking for `policy` and converted without node facts, as a sidecar or an
-    older node would leave it."""
-    return CONVERTED.replace(b'policy="0x00030000"', f'policy="{policy}"'.encode()).replace(
-        b"<policy>0x30000</policy>", f"<policy>{policy}</policy>".encode()
-    )
 
 
 @pytest.mark.parametrize(
@@ -331,7 +479,7 @@ def _hook_with_misc_cgroup(capacity, current, data, facts_path):
         "mount -t tmpfs tmpfs /sys/fs/cgroup && "
         f"printf '{capacity}' > /sys/fs/cgroup/misc.capacity && "
         f"printf '{current}' > /sys/fs/cgroup/misc.current && "
-        f'exec "{sys.executable}" -I "{HOOK}" vm1 prepare begin -'
+        f'exec sh "{hook_for()}" vm1 prepare begin -'
     )
     return subprocess.run(
         ["unshare", "-m", "sh", "-c", script], input=data, capture_output=True, env=env, timeout=60

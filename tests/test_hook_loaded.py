@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,20 +18,21 @@ import time
 
 import pytest
 
-from nfd_snp import paths
+from nfd_snp import hook_script, paths
 from nfd_snp.checks import Guest, Readiness, Status, evaluate
 from nfd_snp.cli import cli
+from nfd_snp.host import LiveHost
 from nfd_snp.sources import hook_loaded
-from tests.conftest import SAMPLES, cli_runner, probe_root
+from tests.conftest import REPO, SAMPLES, cli_runner, probe_root
 
 HOOK = paths.LIBVIRT_QEMU_HOOK
 BOOT = 1_790_000_000  # /proc/stat btime
 TICKS = os.sysconf("SC_CLK_TCK")  # USER_HZ: 100 on every Linux x86 build
 
 
-def proc_stat(pid: int, name: str, started: float) -> str:
+def proc_stat(pid: int, name: str, started: float, state: str = "S") -> str:
     """/proc/<pid>/stat of a process started `started` seconds after boot (proc(5))."""
-    fields = ["S", "1", str(pid), str(pid)] + ["0"] * 15 + [str(round(started * TICKS))]
+    fields = [state, "1", str(pid), str(pid)] + ["0"] * 15 + [str(round(started * TICKS))]
     fields += ["1000", "100"] + ["0"] * 28
     return f"{pid} ({name}) {' '.join(fields)}\n"
 
@@ -44,7 +46,9 @@ def node(snapshot):
     """A genoa-snp-ready snapshot with the hook changed at BOOT + `changed` and daemons
     (pid, name, seconds after boot, uid)."""
 
-    def build(changed=600.0, daemons=(), mode=0o100755, files=None, stat=None):
+    def build(
+        changed=600.0, daemons=(), mode=0o100755, files=None, stat=None, base="genoa-snp-ready"
+    ):
         capture = {
             "stat": stat if stat is not None else {HOOK: {"mode": mode, "ctime": BOOT + changed}}
         }
@@ -54,7 +58,7 @@ def node(snapshot):
             tree[f"proc/{pid}/status"] = proc_status(name, uid)
         tree.update(files or {})
         tree = {rel: text for rel, text in tree.items() if text is not None}  # None: absent
-        return snapshot(base="genoa-snp-ready", files=tree, capture=capture)
+        return snapshot(base=base, files=tree, capture=capture)
 
     return build
 
@@ -102,6 +106,15 @@ def test_daemons(node, daemons, status, fragment):
     _, result = hook_result(node(daemons=daemons))
     assert result.outcome.status is status
     assert fragment in result.outcome.detail
+
+
+def test_a_daemon_that_exited_but_is_not_reaped_runs_nothing(node):
+    """A restarted libvirtd leaves a zombie until its parent reaps it: not a daemon."""
+    zombie = {"proc/77/stat": proc_stat(77, "libvirtd", 30.0, state="Z")}
+    daemons = [(77, "libvirtd", 30.0, 0), (900, "libvirtd", 900.0, 0)]
+    _, result = hook_result(node(daemons=daemons, files=zombie))
+    assert result.outcome.status is Status.PASS
+    assert "pid 77" not in result.outcome.detail and "libvirtd (pid 900)" in result.outcome.detail
 
 
 def test_not_installed_is_skipped_without_reading_processes(snapshot):
@@ -280,3 +293,134 @@ def test_sample_nodes_have_no_hook():
     for sample in ("genoa-snp-ready", "intel"):
         _, result = hook_result(SAMPLES / sample)
         assert result.outcome.status is Status.SKIP
+
+
+# -- wherever the hook is installed, whatever the CPU ------------------------------------------
+
+
+@pytest.mark.parametrize("base", ["intel", "milan-snp-off", "rome-sev-only"])
+def test_checked_on_hosts_without_snp(node, base):
+    """A domain that asks for SEV-SNP relies on the hook on every host: on one without SNP
+    too, where without the hook it would start as a plain VM."""
+    report, result = hook_result(node(daemons=[(812, "libvirtd", 300.0, 0)], base=base))
+    assert result.outcome.status is Status.WARN
+    assert result.outcome.reason.code == "hook-not-loaded"
+    assert report.verdict(Guest.SEV_SNP).ready is Readiness.NO
+
+
+def _alert_fires(report, alert: str) -> bool:
+    """Whether the example rule `alert` (a `series == 1` comparison) holds for `report`."""
+    yaml = pytest.importorskip("yaml")
+    pytest.importorskip("prometheus_client")
+    from nfd_snp import metrics
+    from tests.test_metrics import samples_of
+
+    groups = yaml.safe_load((REPO / "deploy/prometheus/nfd-snp-rules.yaml").read_text())
+    (rule,) = [r for g in groups["groups"] for r in g["rules"] if r["alert"] == alert]
+    name, labels = re.fullmatch(r"(\w+)\{(.*)\} == 1", rule["expr"].strip()).groups()
+    wanted = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', labels)))
+    return samples_of(metrics.render(report, BOOT + 900.0)).get((name, wanted)) == 1
+
+
+@pytest.mark.parametrize("base", ["intel", "genoa-snp-ready"])
+def test_the_hook_alert_fires_whatever_the_cpu(node, base):
+    stale, _ = hook_result(node(daemons=[(812, "virtqemud", 300.0, 0)], base=base))
+    assert _alert_fires(stale, "NfdSnpHookNotLoaded")
+    loaded, _ = hook_result(node(daemons=[(812, "virtqemud", 900.0, 0)], base=base))
+    assert not _alert_fires(loaded, "NfdSnpHookNotLoaded")
+
+
+# -- the hook's Python ---------------------------------------------------------------------------
+
+
+def _front(python="/opt/nfd-snp/bin/python3"):
+    return hook_script.render(python)
+
+
+@pytest.mark.parametrize("base", ["intel", "genoa-snp-ready"])
+def test_a_hook_whose_python_cannot_load_nfd_snp(node, base):
+    """Every SEV-SNP domain would be refused: a warning, and the alert fires."""
+    root = node(
+        daemons=[(900, "virtqemud", 900.0, 0)],
+        files={HOOK: _front("/usr/bin/python3")},
+        base=base,
+    )
+    _set_capture(root, hook_import={"/usr/bin/python3": "No module named 'nfd_snp'"})
+    report, result = hook_result(root)
+    assert result.outcome.status is Status.WARN
+    assert result.outcome.reason.code == "hook-cannot-load"
+    assert "its Python /usr/bin/python3 cannot import nfd_snp (No module named" in (
+        result.outcome.detail
+    )
+    assert "run `nfd-snp install` from the Python environment that has nfd-snp" in result.fix
+    assert _alert_fires(report, "NfdSnpHookNotLoaded")
+
+
+def test_a_hook_whose_python_loads_nfd_snp(node):
+    root = node(daemons=[(900, "virtqemud", 900.0, 0)], files={HOOK: _front()})
+    _set_capture(root, hook_import={"/opt/nfd-snp/bin/python3": None})
+    _, result = hook_result(root)
+    assert result.outcome.status is Status.PASS
+    assert result.outcome.detail.endswith("; its Python /opt/nfd-snp/bin/python3 loads nfd_snp")
+
+
+@pytest.mark.parametrize(
+    "text, detail",
+    [
+        (
+            _front(),
+            "whether its Python /opt/nfd-snp/bin/python3 loads nfd_snp is unknown (not "
+            "in the snapshot)",
+        ),
+        # a hook from before the shell front: a Python script
+        (
+            "#!/usr/libexec/platform-python -I\nimport sys\n",
+            "whether its Python "
+            "/usr/libexec/platform-python loads nfd_snp is unknown (not in the snapshot)",
+        ),
+        ("#!/bin/sh\nexit 0\n", "the hook names no Python (not nfd-snp's hook script)"),
+    ],
+    ids=["front", "python-script", "other-script"],
+)
+def test_the_hook_python_unknown(node, text, detail):
+    _, result = hook_result(node(daemons=[(900, "virtqemud", 900.0, 0)], files={HOOK: text}))
+    assert result.outcome.status is Status.PASS
+    assert result.outcome.detail.endswith(detail)
+
+
+def _set_capture(root, **entries):
+    path = root / paths.CAPTURE_FILE
+    capture = json.loads(path.read_text())
+    capture.update(entries)
+    path.write_text(json.dumps(capture))
+
+
+def test_a_malformed_hook_import_entry_is_an_input_error(node):
+    root = node(files={HOOK: _front()})
+    _set_capture(root, hook_import={"/opt/nfd-snp/bin/python3": 3})
+    result = cli_runner().invoke(cli, ["check", "--host-root", str(root)])
+    assert result.exit_code == 2 and "hook_import" in result.stderr
+
+
+def test_live_interpreter_run_as_the_hook_runs_it_and_recorded():
+    """The Python the tests run loads nfd_snp; the system's, without it, cannot; a path that
+    is not there cannot run. A capture records each answer for its replay."""
+    host = LiveHost("/", record=True)
+    assert host.hook_import(sys.executable) is None
+    missing = host.hook_import("/nonexistent/python3")
+    assert missing == "cannot run it: No such file or directory"
+    assert host.recording.hook_imports == {sys.executable: None, "/nonexistent/python3": missing}
+    bare = "/usr/bin/python3"
+    if os.path.exists(bare) and subprocess.run([bare, "-I", "-c", "import nfd_snp"]).returncode:
+        assert "No module named 'nfd_snp'" in host.hook_import(bare)
+
+
+def test_live_root_other_than_slash_does_not_run_the_hook_python(tmp_path, bind):
+    root = _live_root(tmp_path, [], bind)
+    hook = root / HOOK
+    hook.parent.mkdir(parents=True)
+    hook.write_text(_front(sys.executable))
+    hook.chmod(0o755)
+    outcome = _outcome(root)
+    assert outcome.status is Status.PASS
+    assert f"not run under host root {root}, only on the host itself" in outcome.detail

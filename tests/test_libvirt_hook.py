@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nfd_snp import facts_cache
+from nfd_snp import facts_cache, hook_script
 from nfd_snp.checks import evaluate
 from nfd_snp import xmlio
 from nfd_snp.domain import engine
@@ -46,10 +46,9 @@ def _restart():
 
 @pytest.fixture(scope="module")
 def hooked(libvirtd):
-    """The repository's hook installed as the RPM installs it, run by this venv's Python."""
+    """The repository's hook installed as `nfd-snp install` writes it, for this venv's Python."""
     HOOK_DIR.mkdir(parents=True, exist_ok=True)
-    text = (REPO / "hooks" / "qemu").read_text().split("\n", 1)[1]
-    INSTALLED.write_text(f"#!{sys.executable} -I\n{text}")
+    INSTALLED.write_text(hook_script.render(sys.executable))
     INSTALLED.chmod(0o755)
     saved = FACTS.read_bytes() if FACTS.exists() else None
     _restart()

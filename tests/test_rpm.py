@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from nfd_snp import __version__, facts_cache, paths
+from nfd_snp import __version__, facts_cache, hook_script, paths
 from nfd_snp.checks import evaluate
-from tests.conftest import REPO, SAMPLES, need, probe_root
+from tests.conftest import REPO, SAMPLES, install_hook, need, probe_root
 from tests.test_convert import trixie_chroot  # noqa: F401  (fixture)
 from tests.test_deploy import _verify
 
@@ -86,6 +86,14 @@ def _files(rpm):
             flags = ""
         files[name.strip()] = (perms, flags)
     return files
+
+
+def test_the_hook_names_the_system_python(payload):
+    """The shell front runs the distribution's python3, isolated (-I), for SNP domains only."""
+    hook = (payload / HOOK.lstrip("/")).read_text()
+    assert hook.startswith("#!/bin/sh\n")
+    assert hook_script.interpreter(hook) == "/usr/bin/python3"
+    assert hook == hook_script.render("/usr/bin/python3")
 
 
 def test_the_hook_is_in_nfd_snp_libvirt_only(built):
@@ -272,7 +280,6 @@ CASES = [
 @pytest.mark.parametrize("case, argv, source", CASES, ids=[c[0] for c in CASES])
 def test_installed_hook_behaves_as_in_the_repository(installed_root, tmp_path, case, argv, source):
     import os
-    import sys
 
     data = source.read_bytes() if source else _marked_plain()
     installed = subprocess.run(
@@ -285,7 +292,7 @@ def test_installed_hook_behaves_as_in_the_repository(installed_root, tmp_path, c
     facts = tmp_path / "facts.json"
     shutil.copy(installed_root / "run/nfd-snp/facts.json", facts)
     repo = subprocess.run(
-        [sys.executable, "-I", str(REPO / "hooks/qemu"), *argv],
+        ["sh", str(install_hook(tmp_path / "repo-hook")), *argv],
         input=data,
         capture_output=True,
         env={"PATH": os.environ.get("PATH", ""), "NFD_SNP_FACTS_CACHE": str(facts)},

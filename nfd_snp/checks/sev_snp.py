@@ -251,34 +251,50 @@ def _when(seconds: float) -> str:
 
 
 def hook_loaded(f: HostFacts) -> Outcome:
-    """Whether the running libvirt daemons have loaded nfd-snp's qemu hook.
+    """Whether the running libvirt daemons have loaded nfd-snp's qemu hook, and whether its
+    Python can load nfd_snp.
 
-    Informational, a WARN concerning SEV-SNP: a daemon that has not loaded the hook still
-    starts SEV-SNP guests; what is missing is the hook's check of them (a domain that asks
-    for SEV-SNP is not refused when it cannot get it). A daemon looks for hooks when it
-    starts (sources/hook_loaded.py); /proc/stat's btime has a one-second resolution, and a
-    start within that second of the change counts as before it, erring toward a restart.
+    Evaluated on every host, whatever its CPU: fail-closed rests on the hook (a domain that
+    asks for SEV-SNP through its metadata starts as a plain VM where libvirt does not run
+    it). Informational, a WARN concerning SEV-SNP: a daemon that has not loaded the hook
+    still starts SEV-SNP guests; what is missing is the hook's check of them. A daemon looks
+    for hooks when it starts (sources/hook_loaded.py); /proc/stat's btime has a one-second
+    resolution, and a start within that second of the change counts as before it, erring
+    toward a restart. A hook whose Python cannot import nfd_snp refuses every domain that
+    asks for SEV-SNP: a WARN too, so the alert on this check fires.
     """
     h = f.hook
     hook = "/" + paths.LIBVIRT_QEMU_HOOK
     if h.installed is None:
         return from_unreadable(h.unreadable)
     if not h.installed:
-        return skipped(f"no {hook} (the nfd-snp-libvirt package installs it)")
+        return skipped(f"no {hook} (`nfd-snp install` or the nfd-snp-libvirt package installs it)")
     if not h.executable:
         return warned(Reason.HOOK_NOT_EXECUTABLE, f"{hook} is not executable")
+    if h.loads is False:
+        return warned(
+            Reason.HOOK_CANNOT_LOAD,
+            f"its Python {h.interpreter} cannot import nfd_snp ({h.load_error}): every domain "
+            "that asks for SEV-SNP is refused",
+        )
     if h.daemons_unreadable is not None:
         return from_unreadable(h.daemons_unreadable)
     changed = f"the hook changed {_when(h.changed)}"
+    if h.loads:
+        python = f"; its Python {h.interpreter} loads nfd_snp"
+    elif h.interpreter:
+        python = f"; whether its Python {h.interpreter} loads nfd_snp is unknown ({h.load_error})"
+    else:
+        python = f"; {h.load_error}"
     if not h.daemons:
-        return passed(f"no libvirt daemon runs; the next to start loads it ({changed})")
+        return passed(f"no libvirt daemon runs; the next to start loads it ({changed}){python}")
     stale = [d for d in h.daemons if d.started < h.changed]
     shown = ", ".join(
         f"{d.name} (pid {d.pid}) started {_when(d.started)}" for d in stale or h.daemons
     )
     if stale:
         return warned(Reason.HOOK_NOT_LOADED, f"{shown}, before {changed}")
-    return passed(f"{shown}, after {changed}")
+    return passed(f"{shown}, after {changed}{python}")
 
 
 CHECKS = (
@@ -429,13 +445,14 @@ CHECKS = (
         evaluate=snp_firmware,
         description="QEMU firmware descriptors: one lists the amd-sev-snp feature",
     ),
+    # Wherever the hook is installed, whatever the CPU: SEV-SNP domains rely on it.
     Check(
         name="libvirt.hook",
         title="libvirt runs the nfd-snp hook",
-        parent="cpu.snp",
+        parent=None,
         gates=INFO,
         concerns=ONLY_SNP,
         evaluate=hook_loaded,
-        description="The libvirt daemons' start times against the nfd-snp hook's install",
+        description="The libvirt daemons' start times against the hook, and its Python",
     ),
 )

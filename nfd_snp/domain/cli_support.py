@@ -8,7 +8,7 @@ from typing import Optional
 
 from nfd_snp import xmlio
 from nfd_snp.domain import engine, node as node_facts, schema
-from nfd_snp.domain.options import SnpOptions
+from nfd_snp.domain.options import OptionError, SnpOptions
 from nfd_snp.errors import DomainError, InputError, NfdSnpError
 
 # The first libvirt that knows <launchSecurity type='sev-snp'> (libvirt NEWS, v10.5.0).
@@ -50,14 +50,36 @@ def load_node(facts: Optional[str]):
         return None, f"ignoring node facts ({exc})"
 
 
-def rewrite_text(xml, flags=(), node=None, schema_dir: Optional[str] = None) -> str:
-    """Mark the domain as asking for SEV-SNP (merging --option flags) and rewrite it."""
+def request_options(marker, flags, name: Optional[str] = None) -> SnpOptions:
+    """The request to write: the domain's marker attributes, each overridden by an --option.
+
+    An error names where the bad option is: the --option flag, or the domain's own metadata
+    (with how to correct it there); a marker attribute an --option replaces is not read.
+    """
+    given = parse_option_flags(flags)
+    from_flags = SnpOptions.from_strings(given, "--option")
+    kept = {
+        k: v for k, v in (marker.attrib if marker is not None else {}).items() if k not in given
+    }
+    where = f"the <snp:sev-snp> metadata of domain '{name}'" if name else "the domain's"
+    try:
+        from_marker = SnpOptions.from_strings(kept, where if name else f"{where} <snp:sev-snp>")
+    except OptionError as exc:
+        fix = f"; correct it with `virsh edit {name}`" if name else "; correct it in the XML"
+        if not exc.unknown:
+            fix += f", or replace it: --option {exc.option}=VALUE"
+        raise DomainError(f"{exc}{fix}") from None
+    return SnpOptions(**{**vars(from_marker), **vars(from_flags)})
+
+
+def rewrite_text(
+    xml, flags=(), node=None, schema_dir: Optional[str] = None, name: Optional[str] = None
+) -> str:
+    """Mark the domain as asking for SEV-SNP (merging --option flags) and rewrite it.
+    `name`: the libvirt domain it comes from, for errors that point into its definition."""
     # lxml: RelaxNG validation needs it, and it keeps namespace declarations where they were.
     root = xmlio.parse(xml, backend="lxml")
-    marker = engine.find_marker(root)
-    strings = dict(marker.attrib) if marker is not None else {}
-    strings.update(parse_option_flags(flags))
-    options = SnpOptions.from_strings(strings, "--option")
+    options = request_options(engine.find_marker(root), flags, name)
     engine.set_request(root, options)
     engine.rewrite(root, node)
     if schema_dir is not None:
@@ -116,8 +138,9 @@ def convert(
 ) -> tuple:
     """Rewrite a persistent domain's inactive XML and define it.
 
-    Returns (diff, warning): the diff (with dry_run; "" otherwise) and a warning or None.
-    NfdSnpError when libvirt predates SEV-SNP or refuses the result.
+    Returns (diff, failure): the diff (with dry_run; "" otherwise) and, with dry_run, why
+    defining it would fail, or None. NfdSnpError when libvirt predates SEV-SNP or refuses
+    the result.
     """
     import libvirt
 
@@ -141,7 +164,7 @@ def convert(
                 "then convert it"
             )
         before = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        after = rewrite_text(before, flags, node, schema_dir)
+        after = rewrite_text(before, flags, node, schema_dir, name)
         too_old = _without_snp(conn, uri)
         if dry_run:
             warning = f"{too_old}; defining this would fail" if too_old else None

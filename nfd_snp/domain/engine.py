@@ -29,6 +29,13 @@ MARKER = "{%s}sev-snp" % NFD_SNP_NS
 LAUNCH_SECURITY = tuple(f for f in FIELDS if f.in_launch_security)
 ATTRIBUTES = tuple(f for f in LAUNCH_SECURITY if f.attribute is not None)
 ELEMENTS = tuple(f for f in LAUNCH_SECURITY if f.tag is not None)
+
+
+class NotConverted(DomainError):
+    """A domain that asks for SEV-SNP but is not (or no longer) the SNP guest its request
+    and this node say: `nfd-snp domain convert` makes it one."""
+
+
 # Elements that precede <metadata> in libvirt's own formatting of a domain.
 BEFORE_METADATA = ("name", "uuid", "hwuuid", "genid", "title", "description")
 
@@ -348,13 +355,13 @@ def _check_no_flash(root) -> None:
     failed ... Invalid argument" (AMDESE/AMDSEV#223)."""
     loader = root.find("os/loader")
     if loader is not None and loader.get("type") == "pflash":
-        raise DomainError(
+        raise NotConverted(
             "<loader type='pflash'>: SEV-SNP guests cannot boot flash firmware (KVM gives "
             "them no read-only memory); they need a stateless ROM firmware such as "
             "OVMF.amdsev.fd"
         )
     if root.find("os/nvram") is not None:
-        raise DomainError("<nvram>: SEV-SNP firmware is stateless and keeps no NVRAM")
+        raise NotConverted("<nvram>: SEV-SNP firmware is stateless and keeps no NVRAM")
 
 
 def verify(root, node=None) -> None:
@@ -368,7 +375,7 @@ def verify(root, node=None) -> None:
     ls = root.find("launchSecurity")
     if ls is None or ls.get("type") != "sev-snp":
         found = "no launchSecurity" if ls is None else f"launchSecurity type='{ls.get('type')}'"
-        raise DomainError(f"the domain asks for SEV-SNP but is not converted ({found})")
+        raise NotConverted(f"the domain asks for SEV-SNP but is not converted ({found})")
     _check_no_flash(root)
     wanted = settings(root, _request(root, None), node)
     held = _held(ls)
@@ -382,7 +389,7 @@ def verify(root, node=None) -> None:
         if getattr(wanted, field.name) != have:
             differs.append(field.name)
     if differs:
-        raise DomainError(
+        raise NotConverted(
             "the domain's launchSecurity does not match its SEV-SNP request and this node ("
             + ", ".join(sorted(differs))
             + ")"

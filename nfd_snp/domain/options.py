@@ -18,6 +18,21 @@ from __future__ import annotations
 from nfd_snp import snp_policy
 from nfd_snp.errors import DomainError
 
+
+class OptionError(DomainError):
+    """An SEV-SNP option that is unknown (`unknown`) or whose value is invalid: `option`
+    names it, so a caller can say where to correct it."""
+
+    def __init__(self, message: str, option: str, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.option = option
+        self.unknown = unknown
+
+
+class PolicyRefused(DomainError):
+    """A policy that KVM or this node's firmware would refuse (check_policy)."""
+
+
 _HEX_DIGITS = "0123456789abcdef"
 _BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
@@ -46,16 +61,16 @@ def check_policy(value: int, node=None) -> None:
     """
     shown = f"policy {snp_policy.format_policy(value)}"
     if value & ~snp_policy.VALID_MASK:
-        raise DomainError(f"{shown}: bits 63:26 are reserved and must be 0")
+        raise PolicyRefused(f"{shown}: bits 63:26 are reserved and must be 0")
     if not value & snp_policy.RESERVED_MBO:
-        raise DomainError(
+        raise PolicyRefused(
             f"{shown}: bit 17 is reserved and must be 1 (KVM refuses the guest otherwise; the "
             "default is 0x00030000)"
         )
     if value & snp_policy.MIGRATION_AGENT:
         # KVM's accepted mask leaves bit 18 out in every version (arch/x86/kvm/svm/sev.c
         # SNP_POLICY_MASK_VALID, KVM_SNP_POLICY_MASK_VALID): AMDESE/AMDSEV#240.
-        raise DomainError(
+        raise PolicyRefused(
             f"{shown}: bit 18 (migration agent) is refused by KVM (SNP_LAUNCH_START ret=-22); "
             "use 0x00030000 or clear it"
         )
@@ -64,10 +79,10 @@ def check_policy(value: int, node=None) -> None:
     if node.snp_policy is not None:
         refusal = node.snp_policy.refusal(value)
         if refusal:
-            raise DomainError(f"{shown}: this node's KVM refuses it ({refusal})")
+            raise PolicyRefused(f"{shown}: this node's KVM refuses it ({refusal})")
     wanted = snp_policy.abi(value)
     if node.snp_api is not None and wanted > node.snp_api:
-        raise DomainError(
+        raise PolicyRefused(
             f"{shown} requires SNP firmware ABI {wanted[0]}.{wanted[1]}, "
             f"but this node runs {node.snp_api[0]}.{node.snp_api[1]}"
         )
@@ -365,8 +380,14 @@ class SnpOptions:
             field = OPTIONS.get(name)
             if field is None:
                 known = ", ".join(OPTIONS)
-                raise DomainError(f"{where}: unknown option {name!r} (known: {known})")
-            parsed[name] = field.parse(text, where)
+                message = f"{where}: unknown option {name!r} (known: {known})"
+                raise OptionError(message, name, unknown=True)
+            try:
+                parsed[name] = field.parse(text, where)
+            except OptionError:
+                raise
+            except DomainError as exc:
+                raise OptionError(str(exc), name) from None
         return cls(**parsed)
 
     def as_strings(self) -> dict:

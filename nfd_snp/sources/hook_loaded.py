@@ -1,4 +1,5 @@
-"""Whether libvirt runs nfd-snp's qemu hook: the hook file, and the libvirt daemons' start.
+"""Whether libvirt runs nfd-snp's qemu hook: the hook file, the libvirt daemons' start, and
+whether the Python the hook names can load nfd_snp.
 
 A libvirt daemon looks for hooks once, when it starts (and on SIGHUP): virHookInitialize
 in libvirt's src/util/virhook.c records which drivers have an executable hook, and
@@ -14,6 +15,12 @@ btime, parsed here as proc(5) defines them (what psutil's Process.name, uids and
 read). Not psutil itself: it opens the files by name again, which in a snapshot would follow
 a link planted after `Host.read` had refused it. A capture keeps /proc/stat's btime line and
 the stat and status of the daemons only.
+
+The hook's shell front runs one Python, named on its `PYTHON=` line (nfd_snp.hook_script);
+if that Python cannot import nfd_snp, every domain that asks for SEV-SNP is refused. The
+source runs it as the hook does (`Host.hook_import`, recorded by `capture` and replayed from
+the snapshot), on the root's own file system only: a container's /host holds the host's
+interpreter but not a way to run it as the host would.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import os
 import re
 import stat as stat_mod
 
-from nfd_snp import paths
+from nfd_snp import hook_script, paths
 from nfd_snp.errors import NotCaptured
 from nfd_snp.host import Host
 from nfd_snp.model import HookFacts, LibvirtDaemon
@@ -36,6 +43,8 @@ DAEMONS = ("virtqemud", "libvirtd")
 PROC_STAT_LIMIT = 4 * 1024 * 1024
 PID_STAT_LIMIT = 4096
 PID_STATUS_LIMIT = 16384
+# The hook script is about 3 KiB; its PYTHON= line is near the top.
+HOOK_LIMIT = 64 * 1024
 _BTIME = re.compile(rb"^btime \d{1,20}$", re.M)  # seconds: 20 digits outlast any clock
 _UID = re.compile(rb"^Uid:\s+(\d+)", re.M)
 
@@ -83,7 +92,7 @@ def parse_process(stat: bytes, status: bytes, booted: int):
 
 
 def libvirt_daemons(host: Host) -> tuple:
-    """Running virtqemud/libvirtd processes owned by root, by pid.
+    """Running virtqemud/libvirtd processes owned by root, by pid (a zombie is not running).
 
     A process may call itself anything; only root can run the daemons that read
     /etc/libvirt/hooks (KubeVirt's non-root virt-launcher pods run theirs as qemu).
@@ -103,9 +112,29 @@ def libvirt_daemons(host: Host) -> tuple:
             name, uid, started = parse_process(stat, status, booted)
         except (OSError, ValueError):
             continue  # exited meanwhile, or a file that is not what procfs writes
+        if stat.rpartition(b")")[2].split()[:1] == [b"Z"]:
+            continue  # exited, not yet reaped: it runs nothing
         if name in DAEMONS and uid == 0:
             found.append(LibvirtDaemon(int(entry), name, started))
     return tuple(found)
+
+
+def interpreter_loads(host: Host) -> tuple:
+    """(the hook's Python, whether it imports nfd_snp, why not or why that is unknown)."""
+    try:
+        text = host.read(paths.LIBVIRT_QEMU_HOOK, HOOK_LIMIT, truncate=True)
+    except (OSError, NotCaptured) as exc:
+        return None, None, f"the hook could not be read ({getattr(exc, 'strerror', None) or exc})"
+    python = hook_script.interpreter(text.decode("utf-8", "replace"))
+    if python is None:
+        return None, None, "the hook names no Python (not nfd-snp's hook script)"
+    if not host.snapshot and os.path.realpath(host.root) != "/":
+        return python, None, f"not run under host root {host.root}, only on the host itself"
+    try:
+        error = host.hook_import(python)
+    except NotCaptured:
+        return python, None, "not in the snapshot"
+    return python, error is None, error
 
 
 def read(host: Host) -> HookFacts:
@@ -118,10 +147,12 @@ def read(host: Host) -> HookFacts:
         return HookFacts(None, unreadable=unreadable_from(exc, hook, missing=Reason.FILE_GARBLED))
     # libvirt runs a regular file with any execute bit (virFileIsExecutable).
     executable = stat_mod.S_ISREG(st.mode) and bool(st.mode & 0o111)
+    python, loads, why = interpreter_loads(host) if executable else (None, None, None)
+    loaded = {"interpreter": python, "loads": loads, "load_error": why}
     try:
         daemons = libvirt_daemons(host)
     except (OSError, RuntimeError) as exc:
         unreadable = Reason.PROCESSES_UNREADABLE
         failure = unreadable_from(exc, "/" + paths.PROC_STAT, missing=unreadable, other=unreadable)
-        return HookFacts(True, st.ctime, executable, daemons_unreadable=failure)
-    return HookFacts(True, st.ctime, executable, daemons)
+        return HookFacts(True, st.ctime, executable, daemons_unreadable=failure, **loaded)
+    return HookFacts(True, st.ctime, executable, daemons, **loaded)
