@@ -641,7 +641,7 @@ class IommuFacts:
     pgtbl_v2: bool = False
     units: tuple = ()  # AmdIommu
     units_listed: Optional[bool] = None  # /sys/class/iommu could be listed
-    efr_unreadable: Optional[Unreadable] = None  # why EFR is not known
+    efr_unreadable: Optional[Unreadable] = None  # why the IOMMUs or their EFR are not known
     groups: tuple = ()  # IommuGroup
     unreadable: Optional[Unreadable] = None  # /proc/cmdline
 

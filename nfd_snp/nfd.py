@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from nfd_snp.checks import Guest, Readiness, Report
+from nfd_snp.checks.snp_features import ready_gpus
 from nfd_snp.errors import ProgrammingError
 
 NFD_MAX_FILE_BYTES = 65536  # NFD skips larger files whole
@@ -35,6 +36,9 @@ ENABLED = {
 SNP_NS = "sev-snp.node.kubevirt.io/"
 BLOCKED_BY = "blocked-by."  # feature name prefix, after the guest type's namespace
 BLOCKED_VALUES = {Readiness.NO: "fail", Readiness.UNKNOWN: "unknown"}
+# Optional SEV-SNP features: the check that finds each, and its label (`true` beside
+# `sev-snp.node.kubevirt.io/enabled=true` only).
+OPTIONAL_FEATURES = {"snp.secure_tsc": "secure-tsc", "snp.ciphertext_hiding": "ciphertext-hiding"}
 
 
 def namespace(guest: Guest) -> str:
@@ -95,6 +99,17 @@ def publication(report: Report) -> Publication:
         if tcb.fmc is not None:
             labels[SNP_NS + "tcb-fmc"] = str(tcb.fmc)
     features: Dict[str, str] = {}
+    if ENABLED[Guest.SEV_SNP] in labels:
+        # What the SEV-SNP node offers beyond SNP (nfd_snp/checks/snp_features.py), only
+        # where SNP guests run: a GPU for them, Secure TSC, ciphertext hiding.
+        outcome = {r.check.name: r.outcome.status.value for r in report.results}
+        gpus = ready_gpus(facts)
+        if gpus:
+            labels[SNP_NS + "gpu-passthrough"] = "true"
+            features[SNP_NS + "gpus"] = str(len(gpus))
+        for check, label in OPTIONAL_FEATURES.items():
+            if outcome.get(check) == "PASS":
+                labels[SNP_NS + label] = "true"
     leaf = facts.cpu.mem_encrypt
     for guest in Guest:
         # ASID capacity per guest type, for extended resources. SEV-ES and SEV-SNP guests

@@ -263,6 +263,20 @@ class Reason(enum.Enum):
         "on and out of passthrough, use Linux 6.11 or later, and check "
         "`dmesg | grep -i -e SEV-SNP -e 'SNP:' -e ccp` for the failing step.",
     )
+    SNP_AND_SEV_INIT_FAILED = (
+        "snp-and-sev-init-failed",
+        "SNP_INIT failed, and the SEV INIT after it: when dmesg shows 'SEV-SNP: failed to INIT "
+        "... error 0x3' and 'SEV: failed to INIT error 0x1', the SEV firmware is newer than "
+        "the PSP bootloader of the BIOS (AMDESE/AMDSEV README, AMDESE/AMDSEV#189): update the "
+        "BIOS. Otherwise `dmesg | grep -i -e SEV-SNP -e 'SNP:' -e ccp` names the failing step.",
+    )
+    SNP_INIT_FAILED_HOTLOADED = (
+        "snp-init-failed-hotloaded-firmware",
+        "SNP_INIT failed, and the SEV INIT after it, with an SEV firmware file that ccp loads "
+        "over the BIOS's at boot: firmware newer than the BIOS's PSP bootloader fails this way "
+        "('SEV: failed to INIT error 0x1', AMDESE/AMDSEV#176). Update the BIOS, or remove that "
+        "file and reboot to run the BIOS's own firmware.",
+    )
     SNP_API_TOO_OLD = (
         "snp-api-too-old",
         "Update the SEV firmware to API 1.51 or later, the minimum Linux accepts for SEV-SNP: "

@@ -69,6 +69,14 @@ def as_json(report: Report) -> dict:
     }
 
 
+def _blocker(name: str, roots: dict) -> str:
+    """A check blocking a verdict, with the root cause it follows from when it stays in the
+    verdict because that cause does not gate the guest type (SEV blocked by a failed SEV
+    INIT that follows from SNP_INIT): so the line and the check's own detail agree."""
+    causes = roots.get(name) or ()
+    return f"{name}, which follows from {', '.join(causes)}" if causes else name
+
+
 def render_json(report: Report) -> str:
     return json.dumps(as_json(report), indent=2, sort_keys=False) + "\n"
 
@@ -155,12 +163,13 @@ def render_table(
     if failures_only and not results:
         lines.append("no failed, warning or unknown checks")
     lines.append("")
+    roots = {r.check.name: r.outcome.root_causes for r in report.results}
     for v in report.verdicts:
         text, colour = READY_TEXT[v.ready]
         line = f"{v.guest.label.ljust(8)} {text}"
         if v.blocking:
             kind = "blocked by" if v.ready is Readiness.NO else "unknown because of"
-            line += f" ({kind}: {', '.join(v.blocking)})"
+            line += f" ({kind}: {', '.join(_blocker(name, roots) for name in v.blocking)})"
         if v.warnings:
             line += f" (warnings: {', '.join(v.warnings)})"
         wrapped = textwrap.wrap(line, max(width - 1, 40), subsequent_indent=" " * 9)

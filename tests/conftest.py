@@ -93,7 +93,7 @@ def snapshot(tmp_path):
     def build(files=None, capture=None, base=None):
         root = tmp_path / f"snap{len(list(tmp_path.iterdir()))}"
         if base:
-            shutil.copytree(SAMPLES / base, root)
+            shutil.copytree(SAMPLES / base, root, symlinks=True)  # sysfs links loop
             merged = json.loads((root / "nfd-snp-capture.json").read_text())
         else:
             root.mkdir()

@@ -25,6 +25,9 @@ from nfd_snp.model import (
 )
 from nfd_snp.reasons import Reason
 from tests.conftest import REPO, SAMPLES, probe_root
+import dataclasses
+
+from nfd_snp.model import AmdIommu, IommuFacts, IommuGroup, PciDevice, PciFacts, SyscfgBit
 from tests.facts import (
     CPUID_UNREADABLE,
     EAX,
@@ -71,6 +74,31 @@ NO_LIBVIRT_ASIDS = DomainCapsFacts(True, maxGuests=None, maxESGuests=None, secty
 HIDING = {"ciphertext_hiding_asids": 100}
 ZEN4_REFUSES_ES = {"snp": snp_status(current_tcb=tcb(snp_svn=0x1B), reported_tcb=tcb(0x1B))}
 OLD_KERNEL = {"release": "6.8.0-51-generic"}
+# Host SNP off, so nothing vouches for the IOMMU: what the IOMMU check reads decides.
+SNP_OFF = dict(
+    kvm={"sev_snp": param("sev_snp", "N")}, psp=no_psp("snp", Reason.SNP_NOT_INITIALISED)
+)
+EFR_SNPSUP, EFR_NONE = 0x841F77E022094ACE, 0x25BF732FA2295AFE  # bit 63 set / clear
+H100 = PciDevice("0000:21:00.0", 0x10DE, 0x2331, 0x030200, "vfio-pci", 44)
+DMA_GROUP = IommuGroup(44, "DMA-FQ", ("0000:21:00.0",))
+
+
+def iommu(**changes) -> IommuFacts:
+    """A translating AMD IOMMU set-up with SNPSup, as /proc/cmdline and sysfs show it."""
+    base = IommuFacts(
+        "BOOT_IMAGE=/vmlinuz ro",
+        units=(AmdIommu("ivhd0", EFR_SNPSUP), AmdIommu("ivhd1", EFR_SNPSUP)),
+        units_listed=True,
+        groups=(DMA_GROUP, IommuGroup(45, "DMA-FQ", ("0000:22:00.0",))),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def gpu_host(*gpus, members=(), groups=(DMA_GROUP,), **parts):
+    return ready(
+        pci=PciFacts(gpus=gpus, group_members=members), iommu=iommu(groups=groups), **parts
+    )
+
 
 # (check, facts, "STATUS reason-code" or "PASS inferred", a fragment of the detail)
 # fmt: off
@@ -226,7 +254,11 @@ CASES = [
      "accepts policy bits 0x1bffff, requires 0x20000 (the rule of Linux 6.12); upstream"),
     ("kvm.snp_policy", ready(kvm={"snp_policy_bits": 0x1FBFFFF}), "PASS",
      "0x1fbffff, requires 0x20000 (KVM_X86_SNP_POLICY_BITS)"),
-    ("kvm.snp_policy", ready(kernel=OLD_KERNEL), "SKIP", "Linux 6.8 predates SEV-SNP in KVM"),
+    ("kvm.snp_policy", ready(kernel=OLD_KERNEL, kvm={"sev_snp": param("sev_snp", None)}),
+     "SKIP", "Linux 6.8 predates SEV-SNP in KVM"),
+    # kvm_amd.sev_snp on a kernel numbered before it: SNP backported (RHEL 9.5's 5.14)
+    ("kvm.snp_policy", ready(kernel={"release": "5.14.0-503.11.1.el9_5.x86_64"}),
+     "UNKNOWN kvm-no-policy-attribute", "a kernel with SEV-SNP backported"),
     ("kvm.snp_policy", ready(kernel={"release": "6.19.0"}, kvm={
         "snp_policy_bits_unreadable": unreadable(Reason.KVM_NO_POLICY_ATTRIBUTE)}),
      "UNKNOWN kvm-no-policy-attribute", ""),
@@ -252,6 +284,59 @@ CASES = [
     ("guests.running", ready(), "PASS", "1 SEV-SNP and 0 SEV/SEV-ES QEMU guests running"),
     ("guests.running", ready(guests=GuestFacts((), (), unreadable(Reason.PROCESSES_UNREADABLE))),
      "UNKNOWN processes-unreadable", ""),
+    ("iommu.snp", ready(), "PASS inferred", "the kernel kept host SNP"),
+    ("iommu.snp", ready(iommu=iommu(), **SNP_OFF), "PASS",
+     "translated: 2 AMD IOMMUs; SNPSup on each; 2 groups DMA-FQ"),
+    ("iommu.snp", ready(iommu=iommu(passthrough_option="iommu=pt"), **SNP_OFF),
+     "FAIL iommu-passthrough", "iommu=pt on the kernel command line"),
+    ("iommu.snp", ready(iommu=iommu(amd_iommu_off=True), **SNP_OFF), "FAIL iommu-off", ""),
+    ("iommu.snp", ready(iommu=iommu(pgtbl_v2=True), **SNP_OFF), "FAIL iommu-pgtbl-v2", ""),
+    ("iommu.snp", ready(iommu=iommu(units=(AmdIommu("ivhd0", EFR_SNPSUP),
+                                           AmdIommu("ivhd1", EFR_NONE))), **SNP_OFF),
+     "FAIL iommu-no-snpsup", "no SNPSup (EFR bit 63) on ivhd1"),
+    ("iommu.snp", ready(iommu=iommu(units=()), **SNP_OFF), "FAIL iommu-absent", ""),
+    ("iommu.snp", ready(iommu=iommu(groups=(IommuGroup(3, "identity"),)), **SNP_OFF),
+     "FAIL iommu-passthrough", "identity-mapped"),
+    ("iommu.snp", ready(iommu=iommu(units=(AmdIommu("ivhd0"),)), **SNP_OFF), "PASS",
+     "SNPSup not read"),
+    ("iommu.snp", ready(iommu=IommuFacts(None, unreadable=unreadable(Reason.FILE_DENIED)),
+                        **SNP_OFF), "UNKNOWN file-denied", ""),
+    ("gpu.vfio", ready(), "SKIP", "no GPU"),
+    ("gpu.vfio", gpu_host(H100), "PASS", "1 GPU ready: 0000:21:00.0 (NVIDIA 0x2331)"),
+    ("gpu.vfio", gpu_host(dataclasses.replace(H100, driver="nvidia")), "WARN gpu-not-vfio",
+     "0000:21:00.0 (NVIDIA 0x2331) is bound to nvidia"),
+    ("gpu.vfio", gpu_host(H100, groups=(IommuGroup(44, "identity", ("0000:21:00.0",)),)),
+     "WARN gpu-group-passthrough", "IOMMU group 44 is identity"),
+    ("gpu.vfio", gpu_host(
+        H100,
+        members=(PciDevice("0000:21:00.1", None, None, None, "snd_hda_intel", None),),
+        groups=(IommuGroup(44, "DMA-FQ", ("0000:21:00.0", "0000:21:00.1")),)),
+     "WARN gpu-group-shared", "also holds 0000:21:00.1 (snd_hda_intel)"),
+    ("gpu.vfio", gpu_host(
+        H100,
+        members=(PciDevice("0000:20:01.1", None, None, None, "pcieport", None),),
+        groups=(IommuGroup(44, "DMA-FQ", ("0000:20:01.1", "0000:21:00.0")),)),
+     "PASS", "1 GPU ready"),  # a bridge on pcieport keeps the group viable for VFIO
+    ("gpu.vfio", gpu_host(H100, domcaps={"machine": "pc-q35-9.1"}),
+     "WARN qemu-too-old-for-snp-vfio", "libvirt's QEMU is 9.1"),
+    ("gpu.vfio", gpu_host(H100, domcaps={"machine": "pc-q35-10.0"}), "PASS", "1 GPU ready"),
+    ("gpu.vfio", gpu_host(H100, domcaps=NO_LIBVIRT), "PASS", "1 GPU ready"),  # KubeVirt
+    ("gpu.vfio", ready(pci=PciFacts(unreadable=unreadable(Reason.FILE_DENIED))),
+     "UNKNOWN file-denied", ""),
+    ("snp.secure_tsc", ready(kvm={"vmsa_features": 0x220}), "PASS", "KVM offers Secure TSC"),
+    ("snp.secure_tsc", ready(kvm={"vmsa_features": 0x20}), "SKIP",
+     "the CPU has no Secure TSC"),
+    ("snp.secure_tsc", ready(kvm={"vmsa_features": 0x20},
+                             cpu={"mem_encrypt": MemEncryptLeaf(int(EAX | MemEncryptBit.SECURE_TSC),
+                                                                0x4073, 1006, 510)}),
+     "SKIP", "the CPU has Secure TSC, but KVM does not offer it"),
+    ("snp.secure_tsc", ready(kvm={"vmsa_features_unreadable": unreadable(Reason.DEVICE_DENIED)},
+                             cpu={"mem_encrypt": MemEncryptLeaf(int(EAX | MemEncryptBit.SECURE_TSC),
+                                                                0x4073, 1006, 510)}),
+     "UNKNOWN device-denied", ""),
+    ("snp.ciphertext_hiding", ready(kvm=HIDING), "PASS", "SEV-SNP ASIDs 1-100"),
+    ("snp.ciphertext_hiding", ready(kvm={"ciphertext_hiding_asids": 0}), "SKIP", "off"),
+    ("snp.ciphertext_hiding", ready(), "SKIP", "no ciphertext_hiding_asids"),
 ]
 # fmt: on
 
@@ -316,8 +401,36 @@ NO_ES_ASIDS = ready(
     psp=uninit_snp(),
 )
 
+SNP_EN_CLEAR = {"syscfg": int(SyscfgBit.MEM_ENCRYPT)}
+
+
+def snp_en_clear(release: str, **parts):
+    return ready(msr=SNP_EN_CLEAR, kernel={"release": release}, iommu=iommu(), **SNP_OFF, **parts)
+
+
 # facts: {check: its root causes}, {guest: (readiness, blocking)}
 ROOT_CAUSE_CASES = {
+    "iommu-passthrough": (
+        ready(msr=SNP_EN_CLEAR, iommu=iommu(passthrough_option="iommu=pt"), **SNP_OFF),
+        {
+            "bios.snp_en": ("iommu.snp",),
+            "psp.snp_init": ("iommu.snp",),
+            "kvm.sev_snp": ("iommu.snp",),
+        },
+        {"sev": ("yes", ()), "sev-es": ("yes", ()), "sev-snp": ("no", ("iommu.snp",))},
+    ),
+    # Linux 6.9-7.0 set SNP_EN at boot, before SNP_INIT: its absence is the cause.
+    "snp-en-clear-at-boot": (
+        snp_en_clear("6.12.0"),
+        {"bios.snp_en": (), "psp.snp_init": ("bios.snp_en",), "kvm.sev_snp": ("bios.snp_en",)},
+        {"sev": ("yes", ()), "sev-es": ("yes", ()), "sev-snp": ("no", ("bios.snp_en",))},
+    ),
+    # From 7.1 (and where the release is unknown) SNP_INIT sets it: the firmware is the cause.
+    "snp-en-set-at-init": (
+        snp_en_clear("7.1.0"),
+        {"bios.snp_en": ("psp.snp_init",), "psp.snp_init": (), "kvm.sev_snp": ("psp.snp_init",)},
+        {"sev": ("yes", ()), "sev-es": ("yes", ()), "sev-snp": ("no", ("psp.snp_init",))},
+    ),
     "rmp-missing": (
         RMP_MISSING,
         {

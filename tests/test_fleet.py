@@ -29,7 +29,7 @@ jsonschema = pytest.importorskip("jsonschema")
 HOSTS = sorted(SAMPLES.iterdir()) + sorted((REPO / "tests" / "data" / "hosts").iterdir())
 NOW = datetime.datetime.now(datetime.timezone.utc)
 NOT_ROOT = {"sev_platform_status": {"errno": 13}, "snp_platform_status": {"errno": 13}}
-GPU_NODE = "genoa-amd-lab-kubevirt"  # carries the GPU passthrough label in this cluster
+GPU_NODE = "genoa-h100-vfio-kubevirt"  # the one snapshot whose GPU an SNP guest can take
 NO_NFD_SNP = ("worker-no-nfd-snp", "control-plane-0")  # the second has no NodeFeature at all
 
 
@@ -88,8 +88,7 @@ def build_cluster(roots, extra_labels=None):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    gpu = {GPU_NODE: {fleet.GPU_LABEL: "true"}}
-    nodes, features, reports = build_cluster(HOSTS, gpu)
+    nodes, features, reports = build_cluster(HOSTS)
     directory = tmp_path_factory.mktemp("cluster")
     (directory / "nodes.json").write_text(nodes)
     (directory / "nodefeatures.json").write_text(features)

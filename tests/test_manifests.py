@@ -74,6 +74,22 @@ def test_every_object_validates_strictly(api, where, doc):
     if isinstance(doc, list):  # a JSON patch (kubectl patch --type json)
         assert where.startswith("deploy/kubevirt/kubevirt-feature-gates.yaml")
         return
+    if "apiVersion" not in doc and "scheduling" in doc:
+        # a merge patch (kubectl patch --type merge) of kata-deploy's SNP GPU RuntimeClass:
+        # the patched object must still be a valid RuntimeClass
+        assert where.startswith("deploy/nfd/kata-nvidia-gpu-snp-runtimeclass-patch.yaml")
+        kubernetes_validate = pytest.importorskip("kubernetes_validate")
+        runtimeclass = {
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {"name": "kata-qemu-nvidia-gpu-snp"},
+            "handler": "kata-qemu-nvidia-gpu-snp",
+            **doc,
+        }
+        kubernetes_validate.validate(
+            runtimeclass, kubernetes_validate.latest_version(), strict=True
+        )
+        return
     if "apiVersion" not in doc and ("groups" in doc or "tests" in doc):
         # Prometheus rules and their promtool unit tests (tests/test_prometheus.py)
         assert where.startswith("deploy/prometheus/")

@@ -279,3 +279,27 @@ def test_groups_list_ready_and_blocked_nodes(root):
     assert nfdrules.in_group(groups["sev-snp-blocked"], features) is not ready
     without = {"local.label": {}, "local.feature": {}, "cpu.security": features["cpu.security"]}
     assert not any(nfdrules.in_group(g, without) for g in groups.values())
+
+
+def test_the_gpu_runtimeclass_patch_selects_nfd_snps_gpu_label():
+    """The merge patch adds nfd-snp's GPU label (published only beside enabled=true) and the
+    GPU operator's CC state to a RuntimeClass's selector, keeping the selector it had."""
+    patch = yaml.safe_load(
+        (REPO / "deploy/nfd/kata-nvidia-gpu-snp-runtimeclass-patch.yaml").read_text()
+    )
+    selector = patch["scheduling"]["nodeSelector"]
+    assert selector[nfd.SNP_NS + "gpu-passthrough"] == "true"
+    runtimeclass = {"scheduling": {"nodeSelector": {"katacontainers.io/kata-runtime": "true"}}}
+
+    def merge(target, change):  # RFC 7386
+        if not isinstance(change, dict):
+            return change
+        out = dict(target) if isinstance(target, dict) else {}
+        for key, value in change.items():
+            out[key] = merge(out.get(key), value)
+        return out
+
+    merged = merge(runtimeclass, patch)["scheduling"]["nodeSelector"]
+    assert merged == {"katacontainers.io/kata-runtime": "true", **selector}
+    report, features = _node(REPO / "tests/data/hosts/genoa-h100-vfio-kubevirt")
+    assert features["local.label"].get(nfd.SNP_NS + "gpu-passthrough") == "true"

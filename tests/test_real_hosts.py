@@ -159,8 +159,10 @@ EXPECTED = {
         checks={
             "psp.sev_init": ("FAIL", "sev-firmware-uninit", "psp.snp_init"),
             "psp.sev_es_init": ("SKIP", None, None),
+            "psp.snp_init": ("FAIL", "snp-and-sev-init-failed", None),
         },
-        fixes={"psp.sev_init": "Follows from psp.snp_init"},
+        # The BIOS advice reaches the admin through the SNP check the SEV one echoes.
+        fixes={"psp.sev_init": "Follows from psp.snp_init", "psp.snp_init": "update the BIOS"},
     ),
     "genoa-sev-unusable": dict(
         verdicts={"sev": (N, ("asid.sev",)), "sev-es": (Y, ()), "sev-snp": (Y, ())},
@@ -198,6 +200,62 @@ EXPECTED = {
             "sev-snp.node.kubevirt.io/api-version": "1.58",
         },
         absent=["sev-es.node.kubevirt.io/enabled"],
+    ),
+    "turin-9555-iommu-pt": dict(
+        verdicts={"sev": (Y, ()), "sev-es": (Y, ()), "sev-snp": (N, ("iommu.snp",))},
+        checks={
+            "iommu.snp": ("FAIL", "iommu-passthrough", None),
+            "bios.snp_en": ("FAIL", "bios-snp-off", "iommu.snp"),
+            "psp.snp_init": ("FAIL", "snp-not-initialised", "iommu.snp"),
+            "kvm.sev_snp": ("FAIL", "kvm-snp-off", "iommu.snp"),
+        },
+        details={"iommu.snp": "iommu=pt on the kernel command line"},
+        fixes={"iommu.snp": "remove iommu=pt"},
+        absent=["sev-snp.node.kubevirt.io/enabled", "sev-snp.node.kubevirt.io/gpu-passthrough"],
+        features={"sev-snp.node.kubevirt.io/blocked-by.iommu.snp": "fail"},
+    ),
+    "genoa-h100-vfio-kubevirt": dict(
+        verdicts={"sev": (Y, ()), "sev-es": (Y, ()), "sev-snp": (Y, ())},
+        checks={"gpu.vfio": ("PASS", None, None), "iommu.snp": ("PASS", None, None)},
+        details={"gpu.vfio": "1 GPU ready: 0000:21:00.0 (NVIDIA 0x2331)"},
+        labels={"sev-snp.node.kubevirt.io/gpu-passthrough": "true"},
+        features={"sev-snp.node.kubevirt.io/gpus": "1"},
+    ),
+    "milan-7313-rmp-coverage-custom": dict(
+        verdicts={"sev": (Y, ()), "sev-es": (Y, ()), "sev-snp": (N, ("bios.rmp",))},
+        checks={
+            "bios.rmp": ("FAIL", "rmp-too-small", None),
+            "bios.snp_en": ("FAIL", "bios-snp-off", "bios.rmp"),
+            "psp.snp_init": ("FAIL", "snp-not-initialised", "bios.rmp"),
+        },
+        details={"bios.rmp": "the RMP covers 200.0 GB, the host has 250.8 GB of RAM"},
+        fixes={"bios.rmp": "'SNP Memory (RMP Table) Coverage' to Enabled"},
+    ),
+    "genoa-asus-psp-timeout": dict(
+        verdicts={g: (N, ("psp.sev_status",)) for g in ("sev", "sev-es", "sev-snp")},
+        checks={
+            "psp.sev_status": ("FAIL", "psp-dead", None),
+            "psp.snp_init": ("FAIL", "psp-dead", "psp.sev_status"),
+        },
+        fixes={"psp.sev_status": "Reboot the node"},
+    ),
+    "genoa-rhel95-kernel-5.14": dict(
+        verdicts={"sev": (Y, ()), "sev-es": (Y, ()), "sev-snp": (Y, ())},
+        checks={"kvm.snp_policy": ("UNKNOWN", "kvm-no-policy-attribute", None)},
+        details={"kvm.snp_policy": "kvm_amd.sev_snp exists on Linux 5.14, a kernel with SEV-SNP"},
+    ),
+    "milan-amdsev176-hotloaded-fw": dict(
+        verdicts={
+            "sev": (N, ("psp.sev_init",)),
+            "sev-es": (N, ("psp.sev_init",)),
+            "sev-snp": (N, ("psp.snp_init",)),
+        },
+        checks={
+            "psp.snp_init": ("FAIL", "snp-init-failed-hotloaded-firmware", None),
+            "psp.sev_init": ("FAIL", "sev-firmware-uninit", "psp.snp_init"),
+        },
+        details={"psp.snp_init": "/lib/firmware/amd/amd_sev_fam19h_model0xh.sbin"},
+        fixes={"psp.snp_init": "Update the BIOS, or remove that file"},
     ),
     "milan-amdsev282-es-refused": dict(
         verdicts={"sev": (Y, ()), "sev-es": (N, ("psp.sev_es_with_snp",)), "sev-snp": (Y, ())},

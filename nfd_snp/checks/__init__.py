@@ -3,7 +3,8 @@
 Checks follow snphost `ok` (REFERENCE §5) plus kvm_amd parameters, ASID capacity, libvirt
 and firmware. The engine (declaration, tree, evaluation, root causes) is `engine`; the
 checks are declared by the guest types they add to, in report order: `sev` (what every SEV
-guest needs, and the informational CPU checks), `sev_es`, `sev_snp`. `evidence` holds the
+guest needs, and the informational CPU checks), `sev_es`, `sev_snp`, and `snp_features`
+(what an SNP node offers beyond SNP: GPUs, Secure TSC, ciphertext hiding). `evidence` holds the
 facts that prove others when a register cannot be read; `kinds` the shapes several checks
 share (a CPUID or SYSCFG bit, a kernel flag, a kvm_amd parameter, a firmware reply, libvirt).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Iterator, Tuple
 
-from nfd_snp.checks import sev, sev_es, sev_snp
+from nfd_snp.checks import sev, sev_es, sev_snp, snp_features
 from nfd_snp.checks.engine import (
     ALL,
     ES,
@@ -39,7 +40,9 @@ from nfd_snp.checks.engine import (
 from nfd_snp.checks.sev_es import asids_in_use
 from nfd_snp.model import HostFacts
 
-TREE: Tuple[Check, ...] = build_tree(sev.CHECKS + sev_es.CHECKS + sev_snp.CHECKS)
+TREE: Tuple[Check, ...] = build_tree(
+    sev.CHECKS + sev_es.CHECKS + sev_snp.CHECKS + snp_features.CHECKS
+)
 
 
 def all_checks() -> Iterator[Check]:

@@ -107,11 +107,13 @@ def from_unreadable(unreadable: Optional[Unreadable], what: str = "not read") ->
 @dataclass(frozen=True)
 class Cause:
     """A failed check that explains another failure: for any reason, or only for `reasons`,
-    and (`if_root`) only while it is not itself explained by something else."""
+    (`if_root`) only while it is not itself explained by something else, and (`when`) only
+    on hosts where the dependency holds (a kernel version that orders two steps)."""
 
     check: str
     reasons: Tuple[Reason, ...] = ()
     if_root: bool = False
+    when: Optional[Callable[[HostFacts], bool]] = None
 
 
 @dataclass(frozen=True, init=False)
@@ -315,7 +317,7 @@ def _evaluate_tree(
         )
 
 
-def _attribute_root_causes(results: Tuple[Result, ...]) -> Tuple[Result, ...]:
+def _attribute_root_causes(results: Tuple[Result, ...], facts: HostFacts) -> Tuple[Result, ...]:
     """Mark failures that other failures explain with their root causes (`caused_by`)."""
     by_name = {r.check.name: r for r in results}
 
@@ -332,6 +334,8 @@ def _attribute_root_causes(results: Tuple[Result, ...]) -> Tuple[Result, ...]:
             if cause.check in seen or failure.status is not Status.FAIL:
                 continue
             if cause.reasons and failure.reason not in cause.reasons:
+                continue
+            if cause.when is not None and not cause.when(facts):
                 continue
             deeper = roots_of(cause.check, seen | {cause.check})
             if deeper and cause.if_root:
@@ -381,6 +385,6 @@ def evaluate_tree(
 ) -> Report:
     """The report of the checks of `tree` for `facts`."""
     results = _attribute_root_causes(
-        tuple(_evaluate_tree(facts, tree, 0, None, None, require_libvirt))
+        tuple(_evaluate_tree(facts, tree, 0, None, None, require_libvirt)), facts
     )
     return Report(facts, results, verdicts(results))

@@ -97,3 +97,15 @@ def host_snp(f: HostFacts) -> Optional[bool]:
     if f.msr.snp_en is not None and version is not None and (6, 9) <= version < (7, 1):
         return f.msr.snp_en
     return None
+
+
+def snp_en_set_at_boot(f: HostFacts) -> bool:
+    """Whether this kernel sets SYSCFG SNP_EN at boot, once the RMP and the IOMMU allow SNP
+    (Linux 6.9 up to 7.0, snp_rmptable_init); from 7.1 it does so when the SNP firmware
+    initialises (snp_prepare). A release that cannot be read: not known to."""
+    version = f.kernel.version
+    return version is not None and (6, 9) <= version < (7, 1)
+
+
+def snp_en_set_at_init(f: HostFacts) -> bool:
+    return not snp_en_set_at_boot(f)

@@ -174,7 +174,14 @@ def running_guests(f: HostFacts) -> Outcome:
 # returns early), and from Linux 6.16 kvm_amd turns sev off when that init fails; only while
 # the SNP failure is a root cause of its own.
 SNP_INIT_STOPS_SEV_INIT = Cause(
-    "psp.snp_init", (Reason.SNP_NOT_INITIALISED, Reason.SNP_API_TOO_OLD), if_root=True
+    "psp.snp_init",
+    (
+        Reason.SNP_NOT_INITIALISED,
+        Reason.SNP_API_TOO_OLD,
+        Reason.SNP_AND_SEV_INIT_FAILED,
+        Reason.SNP_INIT_FAILED_HOTLOADED,
+    ),
+    if_root=True,
 )
 
 CHECKS = (

@@ -160,6 +160,7 @@ CHECKS = (
             Reason.SEV_ES_NOT_CONFIGURED,
             Reason.PSP_DEVICE_MISSING,
             Reason.PSP_COMMAND_FAILED,
+            Reason.PSP_DEAD,
         ),
     ),
     Check(

@@ -12,7 +12,7 @@ import time
 from typing import Optional, Tuple
 
 from nfd_snp import paths
-from nfd_snp.checks import kinds
+from nfd_snp.checks import evidence, kinds
 from nfd_snp.checks.engine import (
     INFO,
     ONLY_SNP,
@@ -25,6 +25,7 @@ from nfd_snp.checks.engine import (
     inferred,
     passed,
     skipped,
+    unknown,
     warned,
 )
 from nfd_snp.checks.evidence import (
@@ -99,12 +100,95 @@ def rmp_reserved(f: HostFacts) -> Outcome:
             return inferred(found, read)
         return from_unreadable(msr.unreadable or msr.rmp_unreadable or msr.rmp_cfg_unreadable)
     shown = rmp_registers(msr)
+    coverage = rmp_coverage(f)
+    if reserved and coverage is not None and coverage[0] < coverage[1]:
+        if rmp_initialised_in_firmware(f) is None:
+            return failed(
+                Reason.RMP_TOO_SMALL,
+                f"{shown}: the RMP covers {_gib(coverage[0])}, the host has "
+                f"{_gib(coverage[1])} of RAM (MemTotal)",
+            )
     if reserved:
+        if coverage is not None:
+            shown += f"; covers {_gib(coverage[0])} of {_gib(coverage[1])} of RAM"
         return passed(shown)
     firmware = rmp_initialised_in_firmware(f)
     if firmware:
         return warned(Reason.RMP_REGISTERS_CONTRADICTED, f"{shown}, but {firmware}")
     return failed(Reason.RMP_NOT_RESERVED, shown)
+
+
+def rmp_coverage(f: HostFacts) -> Optional[Tuple[int, int]]:
+    """(bytes of memory a contiguous RMP covers, MemTotal in bytes) when both are known.
+
+    An RMP holds a 16-byte entry per 4 KiB page after 16 KiB of CPU bookkeeping
+    (arch/x86/virt/svm/sev.c: RMPTABLE_CPU_BOOKKEEPING_SZ, `calc_rmp_sz = (max_pfn << 4) +
+    RMPTABLE_CPU_BOOKKEEPING_SZ`). A segmented RMP's coverage is in its segment table, which
+    no register shows."""
+    msr, total = f.msr, f.memory.total_kib
+    if msr.rmp_segmented is not False or not msr.rmp_reserved or total is None:
+        return None
+    size = msr.rmp_end - msr.rmp_base + 1 - RMP_BOOKKEEPING
+    return max(0, size) // 16 * 4096, total * 1024
+
+
+RMP_BOOKKEEPING = 0x4000
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GB"
+
+
+# -- the IOMMU -----------------------------------------------------------------------------
+
+
+def host_snp_on(f: HostFacts) -> Optional[str]:
+    """Evidence that the kernel kept host SNP (CC_ATTR_HOST_SEV_SNP): KVM runs SNP guests or
+    the SNP firmware initialised, neither of which it allows otherwise."""
+    if f.kvm.sev_snp.enabled:
+        return f"kvm_amd.sev_snp={f.kvm.sev_snp.raw}"
+    return snp_firmware_initialised(f)
+
+
+def iommu(f: HostFacts) -> Outcome:
+    """Whether the IOMMU lets the kernel keep SEV-SNP (drivers/iommu/amd/init.c
+    iommu_snp_enable, Linux 6.9+): translating (not off, not passthrough), the v1 page
+    table, SNPSup (EFR bit 63) on every AMD IOMMU. Where host SNP is on, the kernel has
+    already made this decision, and its answer wins over the reading of the options."""
+    io = f.iommu
+    found = host_snp_on(f)
+    if found:
+        return inferred(found, "the kernel kept host SNP, which it does only past the IOMMU")
+    if io.amd_iommu_off:
+        return failed(Reason.IOMMU_OFF, "amd_iommu=off on the kernel command line")
+    if io.passthrough_option:
+        return failed(
+            Reason.IOMMU_PASSTHROUGH, f"{io.passthrough_option} on the kernel command line"
+        )
+    if io.pgtbl_v2:
+        return failed(Reason.IOMMU_PGTBL_V2, "amd_iommu=pgtbl_v2 on the kernel command line")
+    if io.units_listed and not io.units:
+        return failed(Reason.IOMMU_ABSENT, "no AMD IOMMU in /sys/class/iommu")
+    without = [u.name for u in io.units if u.snp_support is False]
+    if without:
+        return failed(Reason.IOMMU_NO_SNPSUP, f"no SNPSup (EFR bit 63) on {', '.join(without)}")
+    types = io.group_types
+    if types and set(types) == {"identity"}:
+        return failed(
+            Reason.IOMMU_PASSTHROUGH,
+            f"all {len(io.groups)} IOMMU groups are identity-mapped (the kernel's default "
+            "passthrough, CONFIG_IOMMU_DEFAULT_PASSTHROUGH)",
+        )
+    if io.unreadable is not None or io.units_listed is None:
+        # What decides is unread: the command line, or which IOMMUs there are.
+        return from_unreadable(io.unreadable or io.efr_unreadable)
+    units = len(io.units)
+    snpsup = all(u.snp_support for u in io.units) and units
+    parts = [f"{units} AMD IOMMU{'s' if units != 1 else ''}"]
+    parts.append("SNPSup on each" if snpsup else "SNPSup not read (format of this kernel)")
+    if types:
+        parts.append(", ".join(f"{n} group{'s' if n != 1 else ''} {t}" for t, n in types.items()))
+    return passed("translated: " + "; ".join(parts))
 
 
 # -- the SNP firmware ------------------------------------------------------------------------
@@ -130,6 +214,22 @@ def firmware_api(f: HostFacts) -> Optional[Tuple[int, int, str]]:
     return None
 
 
+def _both_inits_failed(f: HostFacts, state: str) -> Optional[Outcome]:
+    """SNP not initialised and the SEV firmware UNINIT with ccp initialising at probe: SNP_INIT
+    failed and so did the SEV INIT after it (sev-dev.c _sev_platform_init_locked), the mark of
+    SEV firmware newer than the BIOS's PSP bootloader (AMDESE/AMDSEV README, #176, #189)."""
+    sev = f.psp.sev
+    if sev is None or sev.state != FirmwareState.UNINIT or f.psp.init_on_probe is False:
+        return None
+    if f.psp.hotloaded_firmware:
+        return failed(
+            Reason.SNP_INIT_FAILED_HOTLOADED,
+            f"{state} and SEV state UNINIT, with {f.psp.hotloaded_firmware} loaded over the "
+            "BIOS's firmware",
+        )
+    return failed(Reason.SNP_AND_SEV_INIT_FAILED, f"{state} and SEV state UNINIT")
+
+
 def snp_initialised(f: HostFacts) -> Outcome:
     status = f.psp.snp
     initialised = status is not None and status.state != FirmwareState.UNINIT
@@ -141,10 +241,15 @@ def snp_initialised(f: HostFacts) -> Outcome:
             "accepts for SEV-SNP",
         )
     if status is None:
-        return from_unreadable(f.psp.snp_unreadable)
+        unreadable = f.psp.snp_unreadable
+        if unreadable is not None and unreadable.reason is Reason.SNP_NOT_INITIALISED:
+            return _both_inits_failed(f, unreadable.detail) or from_unreadable(unreadable)
+        return from_unreadable(unreadable)
     name = state_name(status.state)
     if not initialised:
-        return failed(Reason.SNP_NOT_INITIALISED, f"SNP platform state {name}")
+        return _both_inits_failed(f, f"SNP platform state {name}") or failed(
+            Reason.SNP_NOT_INITIALISED, f"SNP platform state {name}"
+        )
     return passed(
         f"SNP platform state {name}, build {status.build_id}, {status.guest_count} guests"
     )
@@ -209,6 +314,14 @@ def snp_policy(f: HostFacts) -> Outcome:
     if rule is None:
         version = f.kernel.version
         if version is not None and version < (6, 10):
+            if f.kvm.sev_snp.present:
+                # A vendor kernel with SNP backported (RHEL 9.5's 5.14, CentOS Stream 9 MR
+                # !4224): its version says nothing about its KVM.
+                return unknown(
+                    Reason.KVM_NO_POLICY_ATTRIBUTE,
+                    f"kvm_amd.sev_snp exists on Linux {version[0]}.{version[1]}, a kernel with "
+                    "SEV-SNP backported: which policy bits its KVM accepts is not known",
+                )
             return skipped(f"Linux {version[0]}.{version[1]} predates SEV-SNP in KVM")
         return from_unreadable(
             f.kvm.snp_policy_bits_unreadable, "neither KVM_X86_SNP_POLICY_BITS nor a known rule"
@@ -319,6 +432,14 @@ CHECKS = (
         description="CPUID 0x8000001F EAX[5]: VMPLs in the CPU, counted in EBX[15:12]",
     ),
     Check(
+        name="iommu.snp",
+        title="IOMMU allows SEV-SNP",
+        parent="cpu.snp",
+        gates=ONLY_SNP,
+        evaluate=iommu,
+        description="Kernel command line and AMD IOMMUs: translated, v1 page table, SNPSup",
+    ),
+    Check(
         name="bios.snp_en",
         title="SNP enabled by the kernel (SYSCFG SNP_EN)",
         parent="cpu.snp",
@@ -329,7 +450,12 @@ CHECKS = (
         description="SYSCFG MSR bit 24 (SNP_EN), set by the kernel when RMP and IOMMU allow",
         # The kernel sets SNP_EN itself: at boot once the RMP and IOMMU are set up (up to
         # Linux 7.0), or when the SNP firmware initialises (snp_prepare, 7.1+).
-        caused_by=("bios.rmp", "kernel.sev_snp", "psp.snp_init"),
+        caused_by=(
+            "bios.rmp",
+            "iommu.snp",
+            "kernel.sev_snp",
+            Cause("psp.snp_init", when=evidence.snp_en_set_at_init),
+        ),
         reasons_echoing=(Reason.BIOS_SNP_OFF,),
     ),
     Check(
@@ -348,7 +474,7 @@ CHECKS = (
         evaluate=kinds.kernel_flag("sev_snp", Reason.KERNEL_NO_SNP),
         description="The 'sev_snp' flag in /proc/cpuinfo, kept when host SNP is on",
         # The kernel clears sev_snp when the RMP is not reserved (amd.c bsp_determine_snp).
-        caused_by=("bios.rmp", "kernel.sev_es"),
+        caused_by=("bios.rmp", "iommu.snp", "kernel.sev_es"),
         reasons_echoing=(Reason.KERNEL_NO_SNP,),
     ),
     Check(
@@ -363,13 +489,18 @@ CHECKS = (
         caused_by=(
             "kernel.sev_snp",
             "bios.rmp",
+            "iommu.snp",
             "psp.sev_status",
             Cause("kvm.sev_snp", (Reason.KVM_AMD_NOT_LOADED,)),
+            # Up to Linux 7.0 the kernel sets SNP_EN at boot, before any SNP_INIT: SNP_EN
+            # clear then is why the firmware never initialised, not the other way round.
+            Cause("bios.snp_en", (Reason.BIOS_SNP_OFF,), when=evidence.snp_en_set_at_boot),
         ),
         reasons_echoing=(
             Reason.SNP_NOT_INITIALISED,
             Reason.PSP_DEVICE_MISSING,
             Reason.PSP_COMMAND_FAILED,
+            Reason.PSP_DEAD,
         ),
     ),
     Check(
@@ -415,7 +546,7 @@ CHECKS = (
         description="kvm_amd.sev_snp as KVM wrote it back: Y when KVM runs SEV-SNP guests",
         # KVM turns SNP off without SEV-ES, host SNP, an initialised SNP firmware or ASIDs
         # (arch/x86/kvm/svm/sev.c sev_hardware_setup).
-        caused_by=("kvm.sev_es", "kernel.sev_snp", "psp.snp_init", "asid.snp"),
+        caused_by=("kvm.sev_es", "kernel.sev_snp", "iommu.snp", "psp.snp_init", "asid.snp"),
         reasons_echoing=(Reason.KVM_SNP_OFF,),
     ),
     Check(

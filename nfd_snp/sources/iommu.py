@@ -18,7 +18,6 @@ older version number with the two-value format: a vendor backport of unknown ord
 
 from __future__ import annotations
 
-import errno
 import re
 from typing import List, Optional, Tuple
 
@@ -87,12 +86,12 @@ def _read_units(host: Host, version) -> Tuple[tuple, Optional[bool], Optional[Un
     try:
         names = [n for n in host.listdir(paths.SYS_CLASS_IOMMU) if n.startswith("ivhd")]
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return (), False, None  # no IOMMU registered (off in the BIOS or amd_iommu=off)
+        # The kernel registers the class at boot whether or not an IOMMU exists
+        # (drivers/iommu/iommu-sysfs.c iommu_dev_init): without it this root lacks /sys.
         return (
             (),
             None,
-            unreadable_from(exc, "/" + paths.SYS_CLASS_IOMMU, missing=Reason.FILE_GARBLED),
+            unreadable_from(exc, "/" + paths.SYS_CLASS_IOMMU, missing=Reason.HOST_ROOT_INCOMPLETE),
         )
     units = []
     why = None
