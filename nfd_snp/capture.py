@@ -95,13 +95,15 @@ class _Tree:
             os.close(directory)
 
     def symlink(self, rel: str, target: str) -> None:
-        """Create the link `rel` pointing at `target`, a path below the tree: written
-        relative to the link's own directory, as sysfs writes its links."""
-        parts, aim = _components(rel), _components(target)
+        """Create the link `rel` pointing at `target`, a path below the tree (`` for the
+        root itself, as a live root's odd link may resolve): written relative to the link's
+        own directory, as sysfs writes its links, so the replay reads what was read."""
+        parts = _components(rel)
+        aim = _components(target) if target else []
         directory = self.directory(parts[:-1])
         try:
             os.symlink(
-                os.path.relpath("/".join(aim), "/".join(parts[:-1]) or "."),
+                os.path.relpath("/".join(aim) or ".", "/".join(parts[:-1]) or "."),
                 parts[-1],
                 dir_fd=directory,
             )

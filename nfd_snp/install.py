@@ -619,7 +619,7 @@ def _stop_unmanaged_service(config: settings.Config, actions: Actions) -> None:
     holder = _lock_holder(lock)
     if holder is None:
         return
-    if not holder.isdigit():
+    if not (holder.isascii() and holder.isdigit()):
         raise InstallError(f"an nfd-snp run holds {lock} but its pid is unknown: stop it first")
 
     def stop():

@@ -26,7 +26,7 @@ def parse_flat_keyed(text: str, where: str) -> dict:
         name, value = parts
         if value == "max":
             continue  # misc.max style; capacity and current are integers
-        if not value.isdigit() or len(value) > 20:
+        if not (value.isascii() and value.isdigit()) or len(value) > 20:
             raise ValueError(f"{where} line {number}: {value[:20]!r} is not a count")
         values[name] = int(value)
     return values

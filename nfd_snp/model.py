@@ -660,6 +660,11 @@ class IommuFacts:
 
 PCI_VENDOR_NVIDIA = 0x10DE
 PCI_VENDOR_NAMES = {0x10DE: "NVIDIA", 0x1002: "AMD", 0x8086: "Intel"}
+# The console VGA of a server's BMC is a display device too (class 0x0300): ASPEED's AST
+# (vendor 0x1a03, driver ast) on most boards, Matrox's G200 (0x102b, mgag200) on others
+# (include/linux/pci_ids.h, drivers/gpu/drm/ast and mgag200). It is no GPU for a guest.
+BMC_DISPLAY_VENDORS = frozenset({0x1A03, 0x102B})
+BMC_DISPLAY_DRIVERS = frozenset({"ast", "mgag200"})
 
 
 @dataclass(frozen=True)
@@ -679,6 +684,11 @@ class PciDevice:
     def is_display(self) -> bool:
         """PCI base class 0x03 (display: VGA 0x0300, 3D controller 0x0302, ...)."""
         return self.pci_class is not None and self.pci_class >> 16 == 0x03
+
+    @property
+    def is_bmc_display(self) -> bool:
+        """The BMC's console VGA (ASPEED, Matrox), not a GPU."""
+        return self.vendor in BMC_DISPLAY_VENDORS or self.driver in BMC_DISPLAY_DRIVERS
 
     @property
     def vendor_name(self) -> str:

@@ -150,6 +150,13 @@ class Reason(enum.Enum):
         "rmp-not-reserved",
         "The BIOS reserved no RMP table: enable 'SNP Memory (RMP Table) Coverage' in the BIOS.",
     )
+    KERNEL_TOO_OLD_FOR_SEGMENTED_RMP = (
+        "kernel-too-old-for-segmented-rmp",
+        "The BIOS set up a segmented RMP (Zen 5), which Linux reads from 6.14 on; an older "
+        "kernel sees no RMP ('Memory for the RMP table has not been reserved by BIOS') and "
+        "turns SEV-SNP off: use Linux 6.14 or later (or a vendor kernel with segmented-RMP "
+        "support).",
+    )
     RMP_TOO_SMALL = (
         "rmp-too-small",
         "The RMP the BIOS reserved covers less memory than the host has, and the kernel "
@@ -195,9 +202,10 @@ class Reason(enum.Enum):
     )
     IOMMU_FEATURES_FORMAT_UNKNOWN = (
         "iommu-features-format-unknown",
-        "Informational: the IOMMU's feature register is shown in a format that depends on the "
-        "kernel version, and this kernel's is not known, so SNPSup is judged by what the "
-        "kernel did instead.",
+        "The IOMMU's feature register (/sys/class/iommu/ivhd*/amd-iommu/features) is shown in "
+        "a format that depends on the kernel version, and this kernel's is not known, so "
+        "whether every IOMMU offers SNP (SNPSup) is unknown: `dmesg | grep AMD-Vi` shows "
+        "'SNP: IOMMU SNP feature not enabled' when one does not.",
         True,
     )
     # -- confidential GPUs --------------------------------------------------------------
@@ -214,8 +222,9 @@ class Reason(enum.Enum):
     )
     GPU_GROUP_PASSTHROUGH = (
         "gpu-group-passthrough",
-        "The GPU's IOMMU group is not translated (type identity): remove iommu=pt from the "
-        "kernel command line; SEV-SNP needs the IOMMU translating anyway.",
+        "The GPU's IOMMU group is not translated, or there is none: keep the IOMMU on and out "
+        "of passthrough (no iommu=pt; a group set to `identity` through its sysfs `type` back "
+        "to DMA-FQ), which SEV-SNP needs anyway.",
     )
     NO_GPU = ("no-gpu", "Informational: no GPU (PCI class 0x03) on this host.")
     QEMU_TOO_OLD_FOR_SNP_VFIO = (

@@ -381,6 +381,10 @@ class Service:
         the temporary files are removed), so the service stops within a second."""
         signals = self.signals or SignalFlags.install()
         check_outputs(self.config)
+        if self.config.node_hook_socket:
+            from nfd_snp.kubevirt.node_hook_server import preflight
+
+            preflight(self.config.node_hook_socket)
         self._warn_untrusted_facts()
         self.locks.hold(path for _where, path in outputs_of(self.config))
         try:

@@ -23,7 +23,7 @@ import pytest
 from nfd_snp import facts_cache, hook, install, xmlio
 from nfd_snp.domain import engine
 from nfd_snp.domain.options import SnpOptions
-from tests.conftest import NFD_SNP, need
+from tests.conftest import NFD_SNP, REPO, need
 
 pytestmark = pytest.mark.libvirtd
 
@@ -60,7 +60,39 @@ def listing() -> dict:
     return found
 
 
+# Where the admin installs nfd-snp, as README.md tells it: a virtualenv in a lasting place
+# (/tmp is hidden from the service by PrivateTmp= and emptied at boot, so `install` refuses a
+# Python there, and a checkout may well live under /tmp).
+VENV = Path("/opt/nfd-snp-admin-test")
+
+
+def installed_venv() -> list:
+    """`nfd-snp` of a fresh virtualenv at VENV holding this checkout's nfd-snp (built as a
+    wheel; its dependencies from the system's packages, which scripts/setup.sh installs)."""
+    subprocess.run(["rm", "-rf", str(VENV)], check=True)
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(VENV)], check=True
+    )
+    pip = subprocess.run(
+        [
+            str(VENV / "bin/pip"),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    need(pip.returncode == 0, f"cannot build nfd-snp into {VENV}: {pip.stderr[-300:]}")
+    return [str(VENV / "bin/nfd-snp")]
+
+
 def nfd_snp(*args, command=None):
+    if command is None and args and args[0] in ("install", "uninstall"):
+        command = state["installer"]
     return subprocess.run(
         [*(command or NFD_SNP), *args], capture_output=True, text=True, timeout=300
     )
@@ -101,6 +133,7 @@ def host(libvirtd, tmp_path_factory):
     FACTS.unlink(missing_ok=True)
     state["before"] = listing()
     state["work"] = tmp_path_factory.mktemp("admin")
+    state["installer"] = installed_venv()
     yield
     for name in (PLAIN, SNP):
         virsh("destroy", name)
@@ -114,6 +147,7 @@ def host(libvirtd, tmp_path_factory):
     if saved_facts is not None:
         FACTS.parent.mkdir(parents=True, exist_ok=True)
         FACTS.write_bytes(saved_facts)
+    subprocess.run(["rm", "-rf", str(VENV)], check=False)
 
 
 def test_1_install_while_libvirtd_runs_and_check_warns_until_it_reloads():

@@ -219,8 +219,14 @@ CASES = [
     ("bios.rmp", ready(msr={"rmp_base": 0}, psp=uninit_snp()), "FAIL rmp-not-reserved", ""),
     ("bios.rmp", ready(msr={"rmp_base": 0}), "WARN rmp-registers-contradicted",
      "but the SNP firmware is INIT with its RMP initialised"),
-    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x2501}), "PASS",
+    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x2501}, kernel={"release": "6.14.0"}), "PASS",
      "segmented RMP, 128 GB segments (RMP_CFG 0x2501)"),
+    # a segmented RMP on a kernel that cannot read one (before 6.14): host SNP goes off
+    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x2501}, kernel=kernel_flags("sme sev sev_es"),
+                       **SNP_OFF),
+     "FAIL kernel-too-old-for-segmented-rmp", "Linux 6.12 reads no segmented RMP"),
+    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x2501}), "PASS inferred",
+     "segmented RMP"),  # 6.12 with the flag: a vendor kernel that reads it
     ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": None}), "PASS inferred", "RMP_CFG not read"),
     ("bios.rmp", ready(msr=MSR_UNREADABLE, kernel=OLD_KERNEL, psp=uninit_snp()),
      "UNKNOWN msr-device-missing", ""),
@@ -297,8 +303,9 @@ CASES = [
     ("iommu.snp", ready(iommu=iommu(units=()), **SNP_OFF), "FAIL iommu-absent", ""),
     ("iommu.snp", ready(iommu=iommu(groups=(IommuGroup(3, "identity"),)), **SNP_OFF),
      "FAIL iommu-passthrough", "identity-mapped"),
-    ("iommu.snp", ready(iommu=iommu(units=(AmdIommu("ivhd0"),)), **SNP_OFF), "PASS",
-     "SNPSup not read"),
+    ("iommu.snp", ready(iommu=iommu(units=(AmdIommu("ivhd0"),), efr_unreadable=unreadable(
+        Reason.IOMMU_FEATURES_FORMAT_UNKNOWN)), **SNP_OFF),
+     "UNKNOWN iommu-features-format-unknown", ""),
     ("iommu.snp", ready(iommu=IommuFacts(None, unreadable=unreadable(Reason.FILE_DENIED)),
                         **SNP_OFF), "UNKNOWN file-denied", ""),
     ("gpu.vfio", ready(), "SKIP", "no GPU"),
@@ -425,7 +432,13 @@ ROOT_CAUSE_CASES = {
         {"bios.snp_en": (), "psp.snp_init": ("bios.snp_en",), "kvm.sev_snp": ("bios.snp_en",)},
         {"sev": ("yes", ()), "sev-es": ("yes", ()), "sev-snp": ("no", ("bios.snp_en",))},
     ),
-    # From 7.1 (and where the release is unknown) SNP_INIT sets it: the firmware is the cause.
+    # A kernel numbered before 6.9 with host SNP backported (RHEL 9.5's 5.14) sets it at boot.
+    "snp-en-clear-at-boot-backport": (
+        snp_en_clear("5.14.0-503.11.1.el9_5.x86_64"),
+        {"bios.snp_en": (), "psp.snp_init": ("bios.snp_en",)},
+        {"sev": ("yes", ()), "sev-es": ("yes", ()), "sev-snp": ("no", ("bios.snp_en",))},
+    ),
+    # From 7.1 SNP_INIT sets it: the firmware is the cause.
     "snp-en-set-at-init": (
         snp_en_clear("7.1.0"),
         {"bios.snp_en": ("psp.snp_init",), "psp.snp_init": (), "kvm.sev_snp": ("psp.snp_init",)},

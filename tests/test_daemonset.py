@@ -233,6 +233,7 @@ def kubevirt_node(root: Path, sample: str = "genoa-snp-ready") -> Path:
     data = json.loads(capture.read_text())
     data["domcaps"] = None  # libvirt runs in each VM's pod, not on the host
     capture.write_text(json.dumps(data))
+    (root / "lib/firmware").mkdir(parents=True, exist_ok=True)  # every node has one
     return root
 
 

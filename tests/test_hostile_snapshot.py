@@ -220,3 +220,39 @@ def test_a_boot_time_of_5000_digits_is_unreadable_not_a_crash(snapshot):
     )
     facts = probe_root(root)
     assert facts.hook.daemons_unreadable.reason.code == "processes-unreadable"
+
+
+@pytest.mark.parametrize(
+    "plant",
+    ["iommu-group", "ciphertext-hiding", "proc-pid", "domcaps-number", "misc-cgroup"],
+)
+def test_unicode_digits_are_not_numbers(snapshot, plant):
+    """str.isdigit() takes '²' for a digit and int() then raises: a hostile snapshot with one
+    in a sysfs name or value is odd input (unread, or skipped), never exit 70."""
+    from click.testing import CliRunner
+
+    from nfd_snp.cli import cli
+    from tests import sysfs
+
+    capture = None
+    root = snapshot(base="genoa-snp-ready")
+    if plant == "iommu-group":
+        sysfs.pci_device(root, "0000:21:00.0")
+        (root / "sys/kernel/iommu_groups/\u00b2/devices").mkdir(parents=True)
+    elif plant == "ciphertext-hiding":
+        (root / "sys/module/kvm_amd/parameters/ciphertext_hiding_asids").write_text("\u00b2\n")
+    elif plant == "proc-pid":
+        cmdline = (root / "proc/4242/cmdline").read_bytes()
+        (root / "proc/\u00b2").mkdir()
+        (root / "proc/\u00b2/cmdline").write_bytes(cmdline)
+    elif plant == "domcaps-number":
+        data = json.loads((root / "nfd-snp-capture.json").read_text())
+        capture = data["domcaps"].replace("<maxGuests>", "<maxGuests>\u00b2", 1)
+        data["domcaps"] = capture
+        (root / "nfd-snp-capture.json").write_text(json.dumps(data))
+    else:
+        (root / "sys/fs/cgroup/misc.capacity").write_text("sev \u00b2\nsev_es 509\n")
+    for args in (["check", "--json"], ["features", "-o", "-"]):
+        result = CliRunner().invoke(cli, [*args, "--host-root", str(root)])
+        assert result.exit_code in (0, 1), result.output
+        assert "Traceback" not in result.output

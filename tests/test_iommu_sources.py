@@ -155,3 +155,36 @@ def test_capture_keeps_the_links_and_replays_the_same_facts(tmp_path):
         after = (pci.read(host), iommu.read(host, kernel))
     assert after == before
     assert before[0].gpus[0].driver == "vfio-pci" and before[1].passthrough_option == "iommu=pt"
+
+
+def test_a_link_to_the_root_is_captured_as_such_and_read_the_same(tmp_path):
+    """A live root whose GPU's `driver` link resolves to the root itself (an odd /host): the
+    capture keeps that link instead of failing, and the replay refuses it as the live read
+    did."""
+    from nfd_snp.capture import write_snapshot
+    from nfd_snp.host import LiveHost, SnapshotHost
+
+    live = tmp_path / "live"
+    device = sysfs.pci_device(live, "0000:21:00.0")
+    (device / "driver").unlink()
+    os.symlink("../../../../..", device / "driver")  # sys/devices/pci0000:00/<bridge>/<bdf>
+    with LiveHost(live, record=True, libvirt=False) as host:
+        before = pci.read(host)
+        recording = host.recording
+    out = tmp_path / "snap"
+    write_snapshot(recording, out)
+    with SnapshotHost(out) as host:
+        after = pci.read(host)
+    assert pci.unreadable_gpu(before) is not None
+    assert after == before
+
+
+@pytest.mark.parametrize("vendor, driver", [(0x1A03, "ast"), (0x102B, "mgag200"), (0x1A03, None)])
+def test_the_bmc_console_vga_is_no_gpu(snapshot, vendor, driver):
+    """Nearly every server has one (ASPEED, Matrox, class 0x0300): it is neither a GPU to
+    warn about nor one to count."""
+    root = snapshot(base="genoa-snp-ready")
+    sysfs.pci_device(
+        root, "0000:02:00.0", vendor=vendor, device=0x2000, pci_class=0x030000, driver=driver
+    )
+    assert probe_root(root).pci.gpus == ()

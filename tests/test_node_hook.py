@@ -416,3 +416,19 @@ def test_sigterm_during_calls_stops_cleanly(serve):
     assert "stopped" in text
     assert set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, set(codes)
     assert "OK" in codes
+
+
+@pytest.mark.system  # the node service as a process
+def test_a_socket_path_not_ours_stops_the_service_before_it_writes_anything(tmp_path):
+    """A bad node-hook-socket is found at start, before the labels, the facts cache or
+    READY=1: exit 2 with the reason, nothing written (else systemd would restart a service
+    that had already published)."""
+    taken = tmp_path / "plugins" / "nfd-snp.sock"
+    taken.parent.mkdir(mode=0o755)
+    taken.write_text("not a socket\n")
+    proc, log = _start(_args(tmp_path, "--node-hook-socket", str(taken)), tmp_path)
+    assert proc.wait(timeout=30) == 2
+    log.seek(0)
+    assert "exists and is not a socket" in log.read()
+    assert not (tmp_path / "features.d" / "nfd-snp").exists()
+    assert not (tmp_path / "run" / "facts.json").exists()

@@ -83,7 +83,11 @@ def host_snp(f: HostFacts) -> Optional[bool]:
 
     It matters to a deferred SEV INIT: KVM's init at the first guest runs SNP_INIT first and
     stops on its failure (sev-dev.c _sev_platform_init_locked: "if (rc && rc != -ENODEV)
-    return rc"); with host SNP off SNP_INIT returns -ENODEV and the SEV INIT goes on.
+    return rc"); kernels before that "return rc" went on to the SEV INIT, which the firmware
+    then refuses while SYSCFG SNP_EN is set and SNP is not initialised ("SEV INIT will fail
+    in such a situation", Ashish Kalra on linux-crypto, the patch that added it; the SEV
+    INIT error 0x1 of AMDESE/AMDSEV#189). With host SNP off SNP_INIT returns -ENODEV and
+    the SEV INIT goes on.
     """
     if f.kernel.has_flag("sev_snp") is False:
         return False  # the flag goes with the attribute (amd.c bsp_determine_snp)
@@ -100,12 +104,19 @@ def host_snp(f: HostFacts) -> Optional[bool]:
 
 
 def snp_en_set_at_boot(f: HostFacts) -> bool:
-    """Whether this kernel sets SYSCFG SNP_EN at boot, once the RMP and the IOMMU allow SNP
-    (Linux 6.9 up to 7.0, snp_rmptable_init); from 7.1 it does so when the SNP firmware
-    initialises (snp_prepare). A release that cannot be read: not known to."""
+    """Whether this kernel sets SYSCFG SNP_EN at boot, once the RMP and the IOMMU allow SNP:
+    Linux 6.9 up to 7.0 (snp_rmptable_init), and a kernel numbered earlier that has host SNP
+    backported (RHEL 9.5's 5.14; AMD's SNP host kernels), which `kvm_amd.sev_snp` shows.
+    From 7.1 the kernel sets it when the SNP firmware initialises (snp_prepare). A release
+    that cannot be read orders neither way (see snp_en_set_at_init)."""
     version = f.kernel.version
-    return version is not None and (6, 9) <= version < (7, 1)
+    if version is None or version >= (7, 1):
+        return False
+    return version >= (6, 9) or f.kvm.sev_snp.present
 
 
 def snp_en_set_at_init(f: HostFacts) -> bool:
-    return not snp_en_set_at_boot(f)
+    """Whether this kernel sets SYSCFG SNP_EN only when the SNP firmware initialises (Linux
+    7.1 and later); False where the release cannot be read."""
+    version = f.kernel.version
+    return version is not None and version >= (7, 1)

@@ -100,6 +100,17 @@ def rmp_reserved(f: HostFacts) -> Outcome:
             return inferred(found, read)
         return from_unreadable(msr.unreadable or msr.rmp_unreadable or msr.rmp_cfg_unreadable)
     shown = rmp_registers(msr)
+    version = f.kernel.version
+    if reserved and msr.rmp_segmented and version is not None and version < (6, 14):
+        # Linux reads a segmented RMP from 6.14 on; before, it takes RMP_END 0 for "no RMP"
+        # and turns host SNP off. A vendor kernel may carry the support: what it did wins.
+        found = first(f, (snp_flag_proves_rmp, snp_firmware_initialised))
+        if found:
+            return inferred(found, shown)
+        return failed(
+            Reason.KERNEL_TOO_OLD_FOR_SEGMENTED_RMP,
+            f"{shown}: Linux {version[0]}.{version[1]} reads no segmented RMP (6.14 and later do)",
+        )
     coverage = rmp_coverage(f)
     if reserved and coverage is not None and coverage[0] < coverage[1]:
         if rmp_initialised_in_firmware(f) is None:
@@ -182,10 +193,12 @@ def iommu(f: HostFacts) -> Outcome:
     if io.unreadable is not None or io.units_listed is None:
         # What decides is unread: the command line, or which IOMMUs there are.
         return from_unreadable(io.unreadable or io.efr_unreadable)
+    if io.efr_unreadable is not None:
+        # SNPSup unread (a `features` format this kernel version does not pin down), and
+        # the kernel did not keep host SNP: nothing here decides.
+        return from_unreadable(io.efr_unreadable)
     units = len(io.units)
-    snpsup = all(u.snp_support for u in io.units) and units
-    parts = [f"{units} AMD IOMMU{'s' if units != 1 else ''}"]
-    parts.append("SNPSup on each" if snpsup else "SNPSup not read (format of this kernel)")
+    parts = [f"{units} AMD IOMMU{'s' if units != 1 else ''}", "SNPSup on each"]
     if types:
         parts.append(", ".join(f"{n} group{'s' if n != 1 else ''} {t}" for t, n in types.items()))
     return passed("translated: " + "; ".join(parts))

@@ -113,6 +113,10 @@ def gpus(f: HostFacts) -> Outcome:
         detail = f"{count} GPU{'s' if count != 1 else ''} ready: {', '.join(ready)}"
         if f.domcaps.libvirt_present and qemu_version(f.domcaps.machine) is None:
             detail += f"; QEMU version not told by its machine type {f.domcaps.machine!r}"
+        elif not f.domcaps.libvirt_present:
+            # KubeVirt and Kata bring their own QEMU: 9.1 (KubeVirt 1.7) cannot pass a device
+            # to an SNP guest, 10.1 (KubeVirt 1.8) can (kubevirt/kubevirt#16407).
+            detail += "; the QEMU that runs the VM must be 9.2 or later (KubeVirt 1.8+)"
         return passed(detail + (f"; not ready: {notes}" if notes else ""))
     if problems:
         return warned(problems[0][0], notes)

@@ -88,6 +88,18 @@ def prepare_socket_path(path: str) -> None:
     os.unlink(path)  # stale: left by a run that died
 
 
+def preflight(path: str) -> None:
+    """What `NodeHookServer.start` would refuse, found before the service writes anything or
+    tells systemd it is ready: grpcio missing, a socket path that is not ours to take."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "node-hook-socket needs grpcio (python3-grpcio, or pip install 'nfd-snp[kubevirt]')"
+        ) from None
+    prepare_socket_path(path)
+
+
 class NodeHookServer:
     """ExecuteNodeHook on a unix socket, answered from `view()` (the service's NodeView)."""
 

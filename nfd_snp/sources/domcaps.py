@@ -26,7 +26,7 @@ def _int(root, path: str) -> Optional[int]:
     text = _text(root, path)
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise UnsafeXmlError(f"domain capabilities: <{path}> is not a count: {text[:20]!r}")
     return int(text)
 

@@ -46,7 +46,7 @@ def read(host: Host) -> GuestFacts:
         return GuestFacts((), (), failure)
     sev, snp = [], []
     for name in names:
-        if not name.isdigit():
+        if not (name.isascii() and name.isdigit()):
             continue
         try:
             cmdline = host.read(

@@ -101,7 +101,7 @@ def libvirt_daemons(host: Host) -> tuple:
     booted = boot_time(host.read(paths.PROC_STAT, PROC_STAT_LIMIT, redact=btime_line))
     found = []
     for entry in host.listdir(paths.PROC):
-        if not entry.isdigit():
+        if not (entry.isascii() and entry.isdigit()):
             continue
         rel = f"{paths.PROC}/{entry}"
         try:

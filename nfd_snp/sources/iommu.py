@@ -63,6 +63,8 @@ def parse_cmdline(text: str) -> List[Tuple[str, str]]:
     words = re.findall(r'(?:[^\s"]|"[^"]*")+', text)
     out = []
     for word in words:
+        if word == "--":
+            break  # what follows goes to init, not to the kernel (init/main.c parse_args)
         key, _, value = word.partition("=")
         out.append((key.replace('"', ""), value.replace('"', "")))
     return out
@@ -120,7 +122,7 @@ def _read_groups(host: Host) -> tuple:
     except OSError:
         return ()
     groups = []
-    numbers = sorted(int(n) for n in names if n.isdigit() and len(n) <= 6)
+    numbers = sorted(int(n) for n in names if n.isascii() and n.isdigit() and len(n) <= 6)
     for number in numbers[:MAX_GROUPS]:
         base = f"{paths.IOMMU_GROUPS}/{number}"
         try:

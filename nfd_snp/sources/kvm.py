@@ -48,7 +48,7 @@ def read_ciphertext_hiding(host: Host) -> Optional[int]:
     except OSError:
         return None
     text = text.strip()
-    return int(text) if text.isdigit() and len(text) <= 10 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
 
 
 def read_sev_attribute(

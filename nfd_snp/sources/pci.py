@@ -62,7 +62,7 @@ def read_device(host: Host, bdf: str) -> PciDevice:
         driver = _link_name(host, f"{base}/driver", paths.PCI_DRIVERS)
         group_name = _link_name(host, f"{base}/iommu_group", paths.IOMMU_GROUPS)
         if group_name is not None:
-            if not group_name.isdigit() or len(group_name) > 6:
+            if not (group_name.isascii() and group_name.isdigit()) or len(group_name) > 6:
                 raise OSError(errno.EINVAL, f"IOMMU group {group_name[:20]!r}", base)
             group = int(group_name)
     except OSError as exc:
@@ -94,7 +94,8 @@ def read(host: Host) -> PciFacts:
             unreadable=unreadable_from(exc, "/" + paths.PCI_DEVICES, missing=Reason.FILE_GARBLED)
         )
     bdfs = [n for n in names if BDF.fullmatch(n)][:MAX_DEVICES]
-    gpus = tuple(d for d in (read_device(host, b) for b in bdfs) if d.is_display or d.unreadable)
+    devices = (read_device(host, b) for b in bdfs)
+    gpus = tuple(d for d in devices if (d.is_display and not d.is_bmc_display) or d.unreadable)
     members: Tuple[PciDevice, ...] = ()
     groups = {g.iommu_group for g in gpus if g.iommu_group is not None}
     for number in sorted(groups):
