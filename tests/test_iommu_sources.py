@@ -28,6 +28,8 @@ EFR_NO_SNP = "25bf732fa2295afe"  # a KVM list thread's host: bit 63 clear
         ("iommu=nopt iommu=pt", "iommu=pt"),
         ("iommu=soft,pt", "iommu=soft,pt"),
         ("iommu=off", "iommu=off"),
+        ("iommu=off iommu=nopt", "iommu=off"),  # no_iommu stays set
+        ("iommu=pt -- iommu=nopt", "iommu=pt"),  # after "--": init's arguments
         ("iommu.passthrough=1", "iommu.passthrough=1"),
         ("iommu.passthrough=on", "iommu.passthrough=on"),
         ("iommu.passthrough=1 iommu.passthrough=0", None),

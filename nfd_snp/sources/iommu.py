@@ -40,13 +40,15 @@ def passthrough_option(options: List[Tuple[str, str]]) -> Optional[str]:
     as the kernel parses them in order. `iommu=pt|nopt|off` (arch/x86/kernel/pci-dma.c
     iommu_setup, a comma list; `off` sets no_iommu, which iommu_snp_enable refuses like
     passthrough) and `iommu.passthrough=` (drivers/iommu/iommu.c, a kstrtobool)."""
-    chosen = None
+    chosen = off = None
     for key, value in options:
         if key == "iommu":
             for item in value.split(","):
-                if item.startswith("nopt"):
+                if item == "off":
+                    off = f"iommu={value}"  # no_iommu: no later option turns it back on
+                elif item.startswith("nopt"):
                     chosen = None
-                elif item.startswith("pt") or item == "off":
+                elif item.startswith("pt"):
                     chosen = f"iommu={value}"
         elif key == "iommu.passthrough":
             flag = value[:1].lower()
@@ -54,7 +56,7 @@ def passthrough_option(options: List[Tuple[str, str]]) -> Optional[str]:
                 chosen = f"iommu.passthrough={value}"
             elif flag in ("0", "n") or value.lower() == "off":
                 chosen = None
-    return chosen
+    return off or chosen
 
 
 def parse_cmdline(text: str) -> List[Tuple[str, str]]:
