@@ -431,3 +431,43 @@ def test_flash_firmware_becomes_a_stateless_rom():
     assert dict(loader.attrib) == {"type": "rom", "stateless": "yes"}
     assert loader.text == "/usr/share/edk2/ovmf/OVMF.amdsev.fd"
     engine.verify(root, GENOA)
+
+
+# -- what already says the value is left as written -------------------------------------------
+
+
+def test_equal_values_in_other_spellings_are_left_byte_for_byte():
+    """A rewrite changes what differs, not how the domain's author wrote an equal value."""
+    host_data = base64.b64encode(b"h" * 32).decode()
+    wrapped = host_data[:20] + "\n      " + host_data[20:]
+    data = (
+        (OWN / "converted-snp.xml")
+        .read_text()
+        .replace("<cbitpos>51</cbitpos>", "<cbitpos>0051</cbitpos>")
+        .replace(
+            "<policy>0x30000</policy>", f"<policy>30000</policy><hostData>{wrapped}</hostData>"
+        )
+        .replace('vcek="yes"', f'vcek="yes" hostData="{host_data}"')
+    )
+    root = engine.rewrite(xmlio.parse(data, backend="stdlib"), GENOA)
+    ls = root.find("launchSecurity")
+    assert ls.find("cbitpos").text == "0051" and ls.find("policy").text == "30000"
+    assert ls.find("hostData").text == wrapped
+    engine.verify(root, GENOA)
+
+
+def test_a_malformed_attribute_is_refused_by_its_name():
+    data = (OWN / "converted-snp.xml").read_text().replace(' vcek="yes"', "")
+    root = xmlio.parse(data.replace("vcek='yes'", "vcek='maybe'"), backend="stdlib")
+    with pytest.raises(DomainError, match="^launchSecurity vcek=: 'maybe' is not yes or no$"):
+        engine.verify(root, GENOA)
+
+
+def test_each_option_is_declared_once_and_reachable_by_name():
+    """SnpOptions.<name> is the declaration; an instance holds only what was given."""
+    for field in options.FIELDS:
+        assert getattr(SnpOptions, field.name) is field
+        assert repr(field) == f"<Field {field.name} at {field.path}>"
+    given = SnpOptions(vcek=True)
+    assert given.vcek is True and given.policy is None and given.cbitpos is None
+    assert repr(given) == "SnpOptions(vcek=True)"

@@ -152,6 +152,10 @@ def test_values_at_the_edge_of_their_range_are_trusted(write, changes, accepted)
         ({"snp_policy": {"accepted": 1, "source": "s"}}, "snp_policy"),
         ({"snp_policy": {"accepted": 1, "required": 0}}, "snp_policy"),
         ({"snp_policy": {"accepted": 1, "required": 0, "source": 3}}, "snp_policy"),
+        ({"blocked_by": {}}, "blocked_by is not a list"),
+        ({"blocked_by": ""}, "blocked_by is not a list"),
+        ({"snp_firmware": {}}, "snp_firmware is not a list of paths"),
+        ({"snp_api": {}}, "snp_api is not [major, minor]"),
         ({"blocked_by": [{"title": "t", "fix": None}]}, "blocked_by is not a list"),
         ({"blocked_by": [{"check": "c", "title": "t", "fix": 3}]}, "blocked_by is not a list"),
         ({"blocked_by": [{"check": "c", "fix": "f"}]}, "blocked_by is not a list"),
@@ -368,3 +372,67 @@ def test_a_symlink_to_identical_content_is_neither_followed_nor_stamped(write, t
     with pytest.raises(WriteError, match="it is a symbolic link"):
         facts_cache.write_if_changed(str(path), data)
     assert os.stat(target).st_mtime == 1 and path.is_symlink()
+
+
+def test_each_fact_is_declared_once_and_reachable_by_name():
+    """NodeFacts.<name> is the declaration (its place in the cache), an instance holds the
+    value, and the facts print as they were read."""
+    for fact in facts_cache.FACTS:
+        assert getattr(facts_cache.NodeFacts, fact.name) is fact
+        assert fact.key.split("/")[-1] in (fact.name, "ready", "blocking")
+    facts = facts_cache.NodeFacts(cbitpos=51)
+    assert facts.cbitpos == 51 and facts.snp_firmware == () and facts.snp_ready is None
+    shown = repr(facts)
+    assert shown.startswith("NodeFacts(snp_ready=None, ") and "cbitpos=51" in shown
+
+
+def test_a_planted_huge_file_is_refused_without_reading_it(write):
+    """A cache bigger than any the service writes is refused after reading one byte past
+    the limit: a 64 MiB file costs the hook no more memory than a small one."""
+    import tracemalloc
+
+    path = write()
+    os.truncate(path, 64 << 20)  # sparse
+    tracemalloc.start()
+    try:
+        assert refusal(path).endswith(f"{path} is too large")
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * facts_cache.FACTS_LIMIT, peak
+
+
+def test_a_directory_path_through_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "run"
+    blocker.write_text("not a directory")
+    assert refusal(blocker / "facts.json") == (
+        f"node SEV-SNP readiness is unknown: {blocker}: Not a directory"
+    )
+
+
+def test_a_socket_in_place_of_the_cache_is_refused(write):
+    import socket
+
+    path = write()
+    path.unlink()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        assert refusal(path) == (
+            f"node SEV-SNP readiness is unknown: {path}: No such device or address"
+        )
+
+
+def test_a_cache_that_cannot_be_stamped_is_reported(write):
+    """An immutable cache (chattr +i) cannot be renewed: the service is told so, rather than
+    trying to replace it."""
+    path = write()
+    data = path.read_bytes()
+    facts_cache.write_if_changed(str(path), data)
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(path)]).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(WriteError, match=f"^cannot refresh {path}: Operation not permitted$"):
+            facts_cache.write_if_changed(str(path), data)
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)

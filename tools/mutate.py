@@ -123,13 +123,15 @@ class Mutant:
     number: int
     path: str
     line: int
-    context: str  # the original line, stripped: with `change`, the mutant's stable key
+    scope: str  # the enclosing class and function, e.g. `Fact.read`
+    context: str  # the original line, stripped
     change: str
     text: str  # the whole mutated file
 
     @property
     def key(self) -> str:
-        return f"{self.path} :: {self.context} :: {self.change}"
+        """What names the mutant whatever the lines above it: scope, line text, change."""
+        return f"{self.path} :: {self.scope} :: {self.context} :: {self.change}"
 
 
 # -- making mutants --------------------------------------------------------------------------
@@ -328,7 +330,26 @@ def python_mutants(path: str, text: str) -> List[Mutant]:
             add(node, source.replace(node, ast.unparse(mutated)), change)
 
     found.sort(key=lambda m: (m[0], m[1]))
-    return _numbered(path, text, [(line, new, change) for line, _o, new, change in found])
+    return _numbered(
+        path, text, [(line, new, change) for line, _o, new, change in found], _scopes(tree)
+    )
+
+
+def _scopes(tree) -> List[Tuple[int, int, str]]:
+    """(first line, last line, qualified name) of every class and function."""
+    found = []
+
+    def visit(node, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{prefix}{child.name}"
+                found.append((child.lineno, child.end_lineno, name))
+                visit(child, name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
 
 
 def shell_mutants(path: str, text: str) -> List[Mutant]:
@@ -339,18 +360,22 @@ def shell_mutants(path: str, text: str) -> List[Mutant]:
         line = text[: text.index(old)].count("\n") + 1
         shown_old = old.strip().splitlines()[0]
         found.append((line, text.replace(old, new), f"{why} ({shown_old!r} changed)"))
-    return _numbered(path, text, found)
+    return _numbered(path, text, found, [])
 
 
-def _numbered(path: str, text: str, found) -> List[Mutant]:
+def _numbered(path: str, text: str, found, scopes) -> List[Mutant]:
     lines = text.splitlines()
     mutants, seen = [], {}
     for line, new_text, change in found:
-        context = lines[line - 1].strip()
-        n = seen[(line, change)] = seen.get((line, change), 0) + 1
+        context = lines[line - 1].split("  # ")[0].strip()  # without a trailing comment
+        inside = [s for s in scopes if s[0] <= line <= s[1]]
+        scope = max(inside)[2] if inside else "<module>"
+        # The same change to the same text twice in one scope (two `<` on a line, or two
+        # equal lines): numbered in order, so that each key names one mutant.
+        n = seen[(scope, context, change)] = seen.get((scope, context, change), 0) + 1
         if n > 1:
-            change = f"{change} (#{n} on the line)"
-        mutants.append(Mutant(len(mutants) + 1, path, line, context, change, new_text))
+            change = f"{change} (#{n})"
+        mutants.append(Mutant(len(mutants) + 1, path, line, scope, context, change, new_text))
     return mutants
 
 
