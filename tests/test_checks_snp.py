@@ -22,7 +22,19 @@ from tests.facts import (
     snp_status,
     unreadable,
 )
-from tests.test_checks import _shown, kernel_flags, leaf_without, no_psp, uninit_snp
+from tests.test_checks import (
+    KERNEL_UNREADABLE,
+    _shown,
+    hook,
+    kernel_flags,
+    leaf_without,
+    no_psp,
+    uninit_snp,
+)
+
+
+DEFERRED = uninit_snp(sev=sev_status(state=0), init_on_probe=False)
+SNP_N = {"sev_snp": param("sev_snp", "N")}
 
 
 def outcome(name, facts):
@@ -93,6 +105,28 @@ CASES = [
      "Linux 6.9 predates SEV-SNP in KVM"),
     ("kvm.snp_policy", ready(kernel={"release": "6.17.0"}), "PASS",
      "accepts policy bits 0x1bffff, requires 0x20000 (the rule of Linux 6.17)"),
+    # libvirt's daemons against the hook: a start at the change's second is after it
+    ("libvirt.hook", ready(hook=hook(started=100.0)), "PASS",
+     "virtqemud (pid 4321) started 1970-01-01 00:01:40 UTC, after the hook changed "
+     "1970-01-01 00:01:40 UTC"),
+    ("libvirt.hook", ready(hook=hook(started=99.0)), "WARN hook-not-loaded",
+     "virtqemud (pid 4321) started 1970-01-01 00:01:39 UTC, before the hook changed "
+     "1970-01-01 00:01:40 UTC"),
+    # host SNP decides whether a deferred SEV INIT can be stopped by SNP_INIT (evidence.py)
+    ("psp.sev_init", ready(psp=DEFERRED, kernel={"release": "7.2.0"}), "FAIL sev-firmware-uninit",
+     "runs SNP_INIT first"),  # kvm_amd.sev_snp=Y: host SNP on, whatever the kernel
+    ("psp.sev_init", ready(psp=DEFERRED, kernel=KERNEL_UNREADABLE), "UNKNOWN sev-firmware-uninit",
+     "host SNP not known"),
+    ("psp.sev_init", ready(psp=DEFERRED, kvm=SNP_N, kernel={"release": "6.9.0"}),
+     "FAIL sev-firmware-uninit", "runs SNP_INIT first"),  # SYSCFG SNP_EN from 6.9
+    ("psp.sev_init", ready(psp=DEFERRED, kvm=SNP_N, kernel={"release": "6.8.0"}),
+     "UNKNOWN sev-firmware-uninit", "host SNP not known"),
+    ("psp.sev_init", ready(psp=DEFERRED, kvm=SNP_N, kernel={"release": "7.0.9"}),
+     "FAIL sev-firmware-uninit", "runs SNP_INIT first"),
+    ("psp.sev_init", ready(psp=DEFERRED, kvm=SNP_N, kernel={"release": "7.1.0"}),
+     "UNKNOWN sev-firmware-uninit", "host SNP not known"),  # SNP_EN only at SNP INIT
+    ("psp.sev_init", ready(psp=DEFERRED, kvm=SNP_N, msr={"syscfg": 0x800000}), "PASS",
+     "KVM initialises the firmware"),  # SNP_EN clear: host SNP off
     # the guest firmware, named by its image or, without one, its descriptor
     ("firmware.snp", ready(firmware=FirmwareFacts((FirmwareImage(
         "/usr/share/qemu/firmware/x.json", "memory", None, None, ("uefi",), ("amd-sev-snp",),
@@ -127,6 +161,7 @@ def test_no_upstream_note_once_kvm_publishes_its_bits_or_from_6_17():
         ((0x11, 37), 37, Reason.ALIAS_CHECK_UNSUPPORTED),  # Genoa before 1.55.38
         ((0x11, 38), 38, Reason.ALIAS_CHECK_PENDING),
         ((0xA0, 10), 10, Reason.ALIAS_CHECK_UNSUPPORTED),  # Bergamo/Siena like Genoa
+        ((0xA0, 38), 38, Reason.ALIAS_CHECK_PENDING),
     ],
 )
 def test_the_alias_check_floor_per_generation(generation_model, build, reason):

@@ -471,3 +471,112 @@ def test_each_option_is_declared_once_and_reachable_by_name():
     given = SnpOptions(vcek=True)
     assert given.vcek is True and given.policy is None and given.cbitpos is None
     assert repr(given) == "SnpOptions(vcek=True)"
+
+
+# -- the shape of the converted domain -------------------------------------------------------
+
+
+def _rewritten(text: str, facts=GENOA) -> str:
+    root = xmlio.parse(text.encode(), backend="stdlib")
+    engine.set_request(root, SnpOptions())
+    return xmlio.serialize(engine.rewrite(root, facts))
+
+
+def test_a_domain_on_one_line_stays_on_one_line():
+    text = (
+        "<domain type='kvm'> <name>one</name> <memory>1</memory> <os> <type>hvm</type> </os> "
+        "<devices> <rng model='virtio'/> </devices> </domain>"
+    )
+    assert "\n" not in _rewritten(text)
+
+
+def test_missing_launch_security_values_are_inserted_in_libvirts_order():
+    text = (OWN / "converted-snp.xml").read_text()
+    text = text.replace("<cbitpos>51</cbitpos>", "").replace(
+        "<reducedPhysBits>1</reducedPhysBits>", ""
+    )
+    root = xmlio.parse(_rewritten(text).encode())
+    assert [c.tag for c in root.find("launchSecurity")] == ["cbitpos", "reducedPhysBits", "policy"]
+
+
+def test_what_libvirt_does_not_know_in_launch_security_is_dropped():
+    text = (
+        (OWN / "converted-snp.xml")
+        .read_text()
+        .replace(
+            "<launchSecurity type='sev-snp' vcek='yes'>",
+            "<launchSecurity type='sev-snp' vcek='yes' colour='blue'><dhCert>AAAA</dhCert>",
+        )
+    )
+    ls = xmlio.parse(_rewritten(text).encode()).find("launchSecurity")
+    assert dict(ls.attrib) == {"type": "sev-snp", "vcek": "yes"}
+    assert [c.tag for c in ls] == ["cbitpos", "reducedPhysBits", "policy"]
+
+
+def test_the_request_is_replaced_not_merged():
+    root = xmlio.parse((OWN / "converted-snp.xml").read_bytes(), backend="stdlib")
+    engine.set_request(root, SnpOptions.from_strings({"vcek": "no"}))
+    assert dict(engine.find_marker(root).attrib) == {"vcek": "no"}
+
+
+def test_metadata_goes_first_in_a_domain_without_a_name():
+    text = "<domain type='kvm'><memory>1</memory><os><type>hvm</type></os><devices/></domain>"
+    root = xmlio.parse(_rewritten(text).encode())
+    assert [c.tag for c in root][:2] == ["metadata", "memory"]
+
+
+def test_a_domain_without_devices_converts():
+    text = "<domain type='kvm'><name>n</name><memory>1</memory><os><type>hvm</type></os></domain>"
+    root = xmlio.parse(_rewritten(text).encode())
+    assert root.find("launchSecurity").get("type") == "sev-snp" and root.find("devices") is None
+
+
+def test_an_os_without_type_gets_its_loader_first_and_keeps_its_indentation():
+    text = (
+        "<domain type='kvm'>\n  <name>n</name>\n  <memory>1</memory>\n  <os firmware='efi'>\n"
+        "    <boot dev='hd'/>\n"
+        "    <firmware>\n      <feature enabled='no' name='secure-boot'/>\n    </firmware>\n"
+        "  </os>\n  <devices/>\n</domain>"
+    )
+    out = _rewritten(text)
+    assert (
+        '  <os>\n    <loader type="rom" stateless="yes">/usr/share/edk2/ovmf/OVMF.amdsev.fd'
+        '</loader>\n    <boot dev="hd" />\n  </os>\n'
+    ) in out
+
+
+def test_only_a_domain_is_rewritten():
+    root = xmlio.parse(b"<vm><metadata/></vm>", backend="stdlib")
+    with pytest.raises(DomainError, match="^expected a <domain> document, got <vm>$"):
+        engine.rewrite(root, GENOA, SnpOptions())
+
+
+def test_an_sev_launch_security_is_replaced_by_a_new_one_in_libvirts_order():
+    text = (
+        "<domain type='kvm'><name>n</name><memory>1</memory><os><type>hvm</type></os>"
+        "<launchSecurity type='sev'><policy>0x0001</policy><reducedPhysBits>1</reducedPhysBits>"
+        "<cbitpos>0051</cbitpos></launchSecurity><devices/></domain>"
+    )
+    root = xmlio.parse(_rewritten(text).encode())
+    ls = root.find("launchSecurity")
+    assert [(c.tag, c.text) for c in ls] == [
+        ("cbitpos", "51"),
+        ("reducedPhysBits", "1"),
+        ("policy", "0x00030000"),
+    ]
+    assert [c.tag for c in root][-2:] == ["launchSecurity", "devices"]  # where it was
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_dropping_an_element_keeps_the_indentation(where):
+    """An element libvirt does not know, first or last in launchSecurity, goes without a
+    trace: the output is that of the domain without it."""
+    text = (OWN / "converted-snp.xml").read_text()
+    # converted without node facts: policy alone, so the element is first or second
+    text = text.replace("<cbitpos>51</cbitpos>\n    <reducedPhysBits>1</reducedPhysBits>\n    ", "")
+    if where == "first":
+        marked = text.replace("<policy>", "<dhCert>AAAA</dhCert>\n    <policy>")
+    else:
+        marked = text.replace("</policy>", "</policy>\n    <dhCert>AAAA</dhCert>")
+    assert marked != text and "<cbitpos>" not in text
+    assert _rewritten(marked, None) == _rewritten(text, None)

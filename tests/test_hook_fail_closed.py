@@ -309,9 +309,8 @@ def test_the_hook_checks_its_own_rewrite_before_libvirt_gets_it(handled, monkeyp
     asked = marked(PLAIN, policy="0x30000")
 
     def faulty(root, layout, ls, wanted):
-        ls = write(root, layout, ls, wanted)
-        ls.find("policy").text = "0x000b0000"
-        return ls
+        write(root, layout, ls, wanted)
+        root.find("launchSecurity/policy").text = "0x000b0000"
 
     assert handled("restore", asked)[0] == 0
     monkeypatch.setattr(engine, "_write_launch_security", faulty)
