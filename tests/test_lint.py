@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, need
 
-PATHS = ["nfd_snp", "tests", "bench"]
+PATHS = ["nfd_snp", "tests", "bench", "tools"]
 
 
 def _ruff():
