@@ -16,6 +16,7 @@ from tests.facts import (
     CPUID_UNREADABLE,
     MSR_UNREADABLE,
     SNP_OVMF,
+    flags,
     param,
     ready,
     sev_status,
@@ -72,10 +73,15 @@ CASES = [
      "FAIL rmp-not-reserved", "RMP_BASE 0x0"),  # no firmware RMP to outweigh the registers
     ("bios.rmp", ready(msr={"rmp_base": 0}, psp={"snp": snp_status(state=2)}),
      "WARN rmp-registers-contradicted", "the SNP firmware is WORKING with its RMP initialised"),
-    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x1D01}), "PASS",
-     "segmented RMP, 536870912 bytes segments (RMP_CFG 0x1d01)"),
-    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x1E01}), "PASS",
-     "segmented RMP, 1 GB segments (RMP_CFG 0x1e01)"),
+    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x1D01}, kernel={"release": "6.14.0"}),
+     "PASS", "segmented RMP, 536870912 bytes segments (RMP_CFG 0x1d01)"),
+    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x1E01}, kernel={"release": "6.14.0"}),
+     "PASS", "segmented RMP, 1 GB segments (RMP_CFG 0x1e01)"),
+    # 6.13 reads no segmented RMP; with host SNP off nothing vouches for it
+    ("bios.rmp", ready(msr={"rmp_end": 0, "rmp_cfg": 0x2501},
+                       kernel={"release": "6.13.7", "flags": flags("sme sev sev_es")},
+                       psp={"snp": snp_status(state=0)}),
+     "FAIL kernel-too-old-for-segmented-rmp", "Linux 6.13 reads no segmented RMP"),
     ("bios.rmp", ready(msr={"rmp_cfg": None}), "PASS",
      "RMP_BASE 0x1a3f00000, RMP_END 0x1e3efffff; RMP_CFG not read"),
     # the sev_snp flag vouches for the RMP from Linux 6.9 only
@@ -101,8 +107,8 @@ CASES = [
     # KVM's rule for SNP guest policies: SNP in KVM from Linux 6.10
     ("kvm.snp_policy", ready(kernel={"release": "6.10.0"}), "PASS",
      "accepts policy bits 0x1bffff, requires 0x20000 (the rule of Linux 6.10); upstream"),
-    ("kvm.snp_policy", ready(kernel={"release": "6.9.9"}), "SKIP",
-     "Linux 6.9 predates SEV-SNP in KVM"),
+    ("kvm.snp_policy", ready(kernel={"release": "6.9.9"}, kvm={"sev_snp": param("sev_snp", None)}),
+     "SKIP", "Linux 6.9 predates SEV-SNP in KVM"),
     ("kvm.snp_policy", ready(kernel={"release": "6.17.0"}), "PASS",
      "accepts policy bits 0x1bffff, requires 0x20000 (the rule of Linux 6.17)"),
     # libvirt's daemons against the hook: a start at the change's second is after it

@@ -94,6 +94,7 @@ MODULES: Dict[str, List[str]] = {
     "nfd_snp/checks/sev_snp.py": _CHECK_TESTS,
     "nfd_snp/checks/kinds.py": _CHECK_TESTS,
     "nfd_snp/checks/evidence.py": _CHECK_TESTS,
+    "nfd_snp/checks/snp_features.py": _CHECK_TESTS,
 }
 
 # The shell front's mutants: (the text replaced, its replacement, what that breaks).
