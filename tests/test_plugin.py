@@ -124,6 +124,21 @@ def node_env():
         ("sev", {}, False),
         (None, {}, False),
         (None, {"other.example.com/sev-snp.kubevirt.io": "x"}, False),
+        # a VMI that only says no is not sent: a node without the service would refuse it
+        (None, {"sev-snp.kubevirt.io/secure-nested-paging": "false"}, False),
+        ("sev", {"sev-snp.kubevirt.io/secure-nested-paging": "No"}, False),
+        (None, {"sev-snp.kubevirt.io/secure-nested-paging": "OFF"}, False),
+        (None, {"sev-snp.kubevirt.io/secure-nested-paging": "0"}, False),
+        # any other spelling is the node hook's to read; options with a no are refused there
+        (None, {"sev-snp.kubevirt.io/secure-nested-paging": " yes "}, True),
+        (
+            None,
+            {
+                "sev-snp.kubevirt.io/secure-nested-paging": "false",
+                "sev-snp.kubevirt.io/vcek": "yes",
+            },
+            True,
+        ),
     ],
 )
 def test_the_node_hook_is_sent_snp_vmis_only(node_env, launch, annotations, sent):

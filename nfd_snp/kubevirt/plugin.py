@@ -19,9 +19,11 @@ virt-handler reads only the hook's own (pkg/virt-handler/plugins/manager.go).
 
 from __future__ import annotations
 
+import json
+
 from nfd_snp import __version__
 from nfd_snp.kubevirt import domain_hook_cel
-from nfd_snp.kubevirt.sidecar import ANNOTATION_PREFIX
+from nfd_snp.kubevirt.sidecar import ANNOTATION_PREFIX, REQUEST_ANNOTATION
 
 API_VERSION = "plugin.kubevirt.io/v1alpha1"
 KIND = "Plugin"
@@ -30,10 +32,17 @@ SOCKET = "/var/run/kubevirt/plugins/nfd-snp.sock"  # deploy/node/daemonset.yaml 
 NODE_HOOK_TIMEOUT = "10s"  # the answer takes milliseconds; KubeVirt's default is 30 s
 
 # virt-handler's environment: JSON field names, nil structs read as empty ones (cel-go
-# ext.NativeTypes). An SNP VMI, or one with an option annotation (refused unless it asks).
+# ext.NativeTypes). An SNP VMI, or one with an option annotation (refused unless it asks),
+# but not a VMI that only says no: with `Fail`, a node without the service would refuse it.
+# The environment has no string functions, so "no" is matched in its usual spellings; any
+# other value goes to the node hook, which reads it as the domain hook does (YesNo).
+_SAYS_NO = ("no", "false", "off", "0")
+_NO_SPELLINGS = [v for word in _SAYS_NO for v in dict.fromkeys((word, word.title(), word.upper()))]
 NODE_CONDITION = (
     "has(vmi.spec.domain.launchSecurity.snp) || "
-    f'vmi.metadata.annotations.exists(k, k.startsWith("{ANNOTATION_PREFIX}"))'
+    f'vmi.metadata.annotations.exists(k, k.startsWith("{ANNOTATION_PREFIX}") && '
+    f'!(k == "{REQUEST_ANNOTATION}" && vmi.metadata.annotations[k] in '
+    f"{json.dumps(_NO_SPELLINGS)}))"
 )
 
 
