@@ -102,7 +102,7 @@ SHELL_MUTANTS: List[Tuple[str, str, str]] = [
     ('"prepare begin" | ', "", "prepare no longer checked"),
     (' | "migrate begin"', "", "migrate no longer rewritten"),
     (' | "restore begin"', "", "restore no longer rewritten"),
-    ("*) exit 0 ;;\nesac\n# All", "*) ;;\nesac\n# All", "every operation starts Python"),
+    ("*) exit 0 ;;\nesac\n# The", "*) ;;\nesac\n# The", "every operation starts Python"),
     ("xml=$(cat)", "xml=$(head -c 65536)", "only the first 64 KiB of the XML read"),
     ("*urn:nfd-snp:1*) ;;", "*<snp:sev-snp*) ;;", "the request found by its usual prefix only"),
     (
