@@ -5,10 +5,10 @@
 VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)"$$/\1/p' nfd_snp/__init__.py)
 TOPDIR := $(CURDIR)/dist/rpmbuild
 # %check runs the test suite with the builder's python3, which needs pytest, hypothesis, lxml,
-# click, psutil and venv. On a builder whose packages rpm does not manage (Debian),
+# click and venv. On a builder whose packages rpm does not manage (Debian),
 # BuildRequires cannot be checked.
 NODEPS := $(shell rpm -q --quiet python3 2>/dev/null || echo --nodeps)
-CHECK := $(shell /usr/bin/python3 -c "import pytest, hypothesis, lxml, click, psutil, venv" 2>/dev/null && echo --with || echo --without) check
+CHECK := $(shell /usr/bin/python3 -c "import pytest, hypothesis, lxml, click, venv" 2>/dev/null && echo --with || echo --without) check
 
 .PHONY: rpm clean-rpm version
 version:

@@ -69,7 +69,7 @@ RPM_EXEC_START = "ExecStart=/usr/bin/nfd-snp run\n"
 # The libvirt daemons' sockets, to wait for a restarted one (libvirt's "Daemons" docs).
 DAEMON_SOCKETS = {"libvirtd": "run/libvirt/libvirt-sock", "virtqemud": "run/libvirt/virtqemud-sock"}
 # What the hook and the service import: nfd_snp and the dependencies it declares.
-REQUIRED_MODULES = ("nfd_snp", "click", "lxml", "psutil")
+REQUIRED_MODULES = ("nfd_snp", "click", "lxml")
 STOP_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 WHAT_SNP_DOMAINS_DO = (
@@ -374,8 +374,7 @@ def _effective_config(root: Path) -> settings.Config:
 
 
 def _service_dirs(config: settings.Config) -> List[str]:
-    paths_ = [p for p in (config.output, config.facts_cache, config.metrics_textfile) if p]
-    return [os.path.dirname(p).lstrip("/") for p in paths_]
+    return [os.path.dirname(path).lstrip("/") for _where, path in config.outputs()]
 
 
 def install(
@@ -445,20 +444,6 @@ def install(
 
 
 # -- libvirt loads the hook ------------------------------------------------------------------
-
-
-def _stale_daemons(root: Path) -> list:
-    """Running libvirt daemons that started before the hook last changed."""
-    from nfd_snp.host import LiveHost
-    from nfd_snp.sources import hook_loaded
-
-    try:
-        changed = os.stat(root / HOOK).st_ctime
-        with LiveHost(root) as host:
-            daemons = hook_loaded.libvirt_daemons(host)
-    except (OSError, RuntimeError) as exc:
-        raise InstallError(f"cannot tell which libvirt daemons run: {exc}") from None
-    return [d for d in daemons if d.started < changed]
 
 
 def _running_daemons(root: Path) -> list:
@@ -678,12 +663,12 @@ def uninstall(
             _remove(path, actions)
     from nfd_snp.outputs import lock_path
 
-    outputs = [p for p in (config.output, config.facts_cache, config.metrics_textfile) if p]
+    outputs = [path for _where, path in config.outputs()]
     labels = bool(config.output) and os.path.lexists(root_path / config.output.lstrip("/"))
     written = [path for output in outputs for path in (output, lock_path(output))]
     for path in written:
         _remove(root_path / path.lstrip("/"), actions)
-    for path in filter(None, (config.output, config.facts_cache, config.metrics_textfile)):
+    for path in outputs:
         directory = root_path / os.path.dirname(path).lstrip("/")
         for leftover in sorted(directory.glob(TEMP_PREFIX + "*")):
             _remove(leftover, actions)

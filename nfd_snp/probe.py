@@ -81,7 +81,6 @@ _DESCRIBE: Dict[str, Callable[..., str]] = {
     "domain_capabilities": lambda: "libvirt domain capabilities",
     "readlink": lambda rel: f"{_path(rel)} (link)",
     "stat": lambda rel: f"{rel} (stat)",
-    "procfs": lambda: "the process table (psutil)",
     "hook_import": lambda python: f"{python} -I -c 'import nfd_snp.hook'",
 }
 

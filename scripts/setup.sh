@@ -23,7 +23,7 @@ if [ "$test_deps" = 1 ]; then
   # `make rpm`: the wheel is built and installed with the distribution's python3 and pip, and
   # %check runs the test suite with the distribution's packages (the spec's BuildRequires).
   packages="$packages rpm rpmlint cpio make git python3-pip python3-setuptools python3-wheel"
-  packages="$packages python3-pytest python3-hypothesis python3-lxml python3-click python3-psutil"
+  packages="$packages python3-pytest python3-hypothesis python3-lxml python3-click"
   packages="$packages python3-yaml python3-jsonschema python3-jsonpatch python3-prometheus-client python3-libvirt"
   packages="$packages python3-grpcio"
   # Real Prometheus parts: promtool checks and unit-tests the alert rules and lints the

@@ -2,7 +2,7 @@
 
 Containers cannot run here, so the container's contract is tested instead: the DaemonSet's
 command runs from a stand-in for its image (Debian's python3 with Debian's click, lxml and
-psutil, and nfd-snp installed from a wheel built from exactly what the Containerfile
+grpcio, and nfd-snp installed from a wheel built from exactly what the Containerfile
 copies), in its own mount namespace whose root is read-only, with each volume the DaemonSet
 declares bind-mounted from a sample host at its mountPath. The host's feature file and facts
 cache must appear, carry their expiry, and lose the SNP label when the node loses SNP.
@@ -173,13 +173,13 @@ def test_containerfile_copies_what_exists():
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    """A stand-in for the image: Debian's python3 with Debian's click, lxml and psutil, and
+    """A stand-in for the image: Debian's python3 with Debian's click and lxml, and
     nfd-snp from a wheel built from exactly what the Containerfile copies."""
     need(os.geteuid() == 0, "mount namespaces need root")
     need(shutil.which("unshare") is not None, "unshare (util-linux) is not installed")
     system_python = "/usr/bin/python3"
-    probe = subprocess.run([system_python, "-c", "import click, lxml, psutil, grpc"])
-    need(probe.returncode == 0, "Debian's python3-click, -lxml, -psutil and -grpcio")
+    probe = subprocess.run([system_python, "-c", "import click, lxml, grpc"])
+    need(probe.returncode == 0, "Debian's python3-click, -lxml and -grpcio")
     base = tmp_path_factory.mktemp("image")
     context = base / "context"
     context.mkdir()
