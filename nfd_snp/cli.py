@@ -772,16 +772,14 @@ def kubevirt_check_vm(files, sidecar_configmap, vep_field, node_root, plugins):
         objects += kubevirt_check.load_documents(data, "stdin" if name == "-" else name)
     node = node_view = None
     if node_root is not None:
-        from nfd_snp import facts_cache
+        from nfd_snp.kubevirt.node_hook import NodeView
         from nfd_snp.probe import probe_report
 
         # A KubeVirt node has no host libvirt; what the VM needs is the node's own facts.
         config = settings.build({"host_root": (node_root, "--node"), "libvirt": ("off", "--node")})
         report = probe_report(config).report
-        node = (node_root, facts_cache.NodeFacts.of_report(report))
-        from nfd_snp.kubevirt.node_hook import NodeView
-
         node_view = NodeView.from_report(report, config.ttl, time.time())
+        node = (node_root, node_view.facts)
     results = kubevirt_check.check_documents(
         objects,
         configmap=sidecar_configmap,

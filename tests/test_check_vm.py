@@ -418,6 +418,22 @@ def test_what_the_node_hook_would_answer_on_a_node_snapshot(node, annotations, a
     assert status == (0 if "admits" in answer else 1)
 
 
+@pytest.mark.parametrize(
+    "node", ["nfd_snp/samples/genoa-snp-ready", "nfd_snp/samples/milan-snp-off"]
+)
+def test_with_the_plugins_and_a_node_each_refusal_is_said_once(node):
+    """The node hook's answer is the verdict there: its reason is not repeated as errors."""
+    obj = vm({"sev-snp.kubevirt.io/policy": "0x70000"})
+    status, out = check_vm("--plugins", "-", "--host-root", str(REPO / node), stdin=dump(obj))
+    assert status == 1
+    assert "node hook: refuses it (INVALID_ARGUMENT)" in out, out
+    assert out.count("bit 18 (migration agent)") == 1, out
+    # without the Plugins, the node's own verdict and the policy's are the errors
+    status, out = check_vm("-", "--host-root", str(REPO / node), stdin=dump(obj))
+    assert status == 1 and "node hook:" not in out
+    assert out.count("bit 18 (migration agent)") == 1, out
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_PLACES), _json), min_size=1, max_size=4))
 def test_hostile_manifests_never_crash_the_plugins_view(edits):

@@ -518,10 +518,10 @@ def node_hook_answer(vmi: dict, node_view, label: str) -> str:
     return "admits it" if answer.admitted else f"refuses it ({answer.code}): {answer.message}"
 
 
-def judge_on_node(request, node) -> List[str]:
+def judge_on_node(request, node, said: List[str] = ()) -> List[str]:
     """What one node (label, NodeFacts) would refuse of an SEV-SNP request: the node cannot
     run SNP guests at all, or its KVM or firmware refuses the policy (check_policy, as the
-    libvirt hook judges it there)."""
+    libvirt hook judges it there) for a reason not already `said` of every node."""
     from nfd_snp.domain.options import with_defaults
 
     label, facts = node
@@ -534,7 +534,8 @@ def judge_on_node(request, node) -> List[str]:
     try:
         with_defaults(request, {}, facts)  # the hook's defaulting and policy check
     except DomainError as exc:
-        errors.append(f"node {label}: {exc}")
+        if not any(str(exc) in line for line in said):
+            errors.append(f"node {label}: {exc}")
     return errors
 
 
@@ -594,14 +595,15 @@ def check(
         f"{k}={v}" if k in ("policy", "firmware") else k
         for k, v in sorted(request.as_strings().items())
     ]
-    if node is not None:
-        result.errors += judge_on_node(request, node)
+    # On the Plugins path with a node, the node hook's answer is the whole verdict: it checks
+    # the request as below and then the node, as judge_on_node does for the sidecar path.
+    node_hook_judges = plugins and node_view is not None
     entry, problems = sidecar_entry(annotations, configmap)
     result.errors += problems
     result.path = _path(result.request, entry, plugins)
-    if node_view is not None:
+    if node_hook_judges:
         result.node_hook = node_hook_answer(vmi, node_view, node[0] if node else "the node")
-    if plugins:
+    elif plugins:
         from nfd_snp.kubevirt import node_hook
 
         problem = node_hook.request_problem(vmi, result.request, request)
@@ -631,6 +633,8 @@ def check(
             kubevirt.on_define_domain(json.dumps(vmi, default=str), kubevirt_domain(vmi))
         except (DomainError, InputError) as exc:
             result.errors.append(f"the sidecar would refuse it: {exc}")
+    if node is not None and not node_hook_judges:
+        result.errors += judge_on_node(request, node, said=result.errors)
     selector = _mapping(vmi["spec"].get("nodeSelector"))
     if selector.get(km.NODE_LABEL) != "true":
         text = (
