@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from nfd_snp import facts_cache
 from nfd_snp.errors import InputError, excerpt
@@ -223,6 +223,15 @@ class Config(NamedTuple):
     facts_cache: str = _default("facts_cache")
     metrics_textfile: Optional[str] = _default("metrics_textfile")
     node_hook_socket: Optional[str] = _default("node_hook_socket")
+
+    def outputs(self) -> List[Tuple[str, str]]:
+        """(setting, path) of every file the service writes; a switched-off one is left out."""
+        named = [
+            ("output", self.output),
+            ("facts-cache", self.facts_cache),
+            ("metrics-textfile", self.metrics_textfile),
+        ]
+        return [(where, path) for where, path in named if path is not None]
 
 
 # field -> (value as given, where it was given); `where` prefixes every error message.

@@ -611,14 +611,14 @@ class AmdIommu:
 
 @dataclass(frozen=True)
 class IommuGroup:
-    """`/sys/kernel/iommu_groups/N`: its default domain type and its devices (BDFs).
+    """`/sys/kernel/iommu_groups/N`: its default domain type. The devices of the groups that
+    hold a GPU are read with the GPUs (PciFacts.group_members).
 
     `type` (drivers/iommu/iommu.c iommu_group_show_type): `identity` in passthrough,
     `DMA`/`DMA-FQ` when translated, also `unmanaged`, `blocked`, `unknown`."""
 
     number: int
     type: Optional[str]
-    devices: tuple = ()
 
     @property
     def translated(self) -> Optional[bool]:
@@ -658,7 +658,6 @@ class IommuFacts:
 
 # -- PCI display devices (GPUs) ----------------------------------------------------------
 
-PCI_VENDOR_NVIDIA = 0x10DE
 PCI_VENDOR_NAMES = {0x10DE: "NVIDIA", 0x1002: "AMD", 0x8086: "Intel"}
 # The console VGA of a server's BMC is a display device too (class 0x0300): ASPEED's AST
 # (vendor 0x1a03, driver ast) on most boards, Matrox's G200 (0x102b, mgag200) on others

@@ -38,7 +38,11 @@ BLOCKED_BY = "blocked-by."  # feature name prefix, after the guest type's namesp
 BLOCKED_VALUES = {Readiness.NO: "fail", Readiness.UNKNOWN: "unknown"}
 # Optional SEV-SNP features: the check that finds each, and its label (`true` beside
 # `sev-snp.node.kubevirt.io/enabled=true` only).
-OPTIONAL_FEATURES = {"snp.secure_tsc": "secure-tsc", "snp.ciphertext_hiding": "ciphertext-hiding"}
+OPTIONAL_FEATURES = {
+    "gpu.vfio": "gpu-passthrough",
+    "snp.secure_tsc": "secure-tsc",
+    "snp.ciphertext_hiding": "ciphertext-hiding",
+}
 
 
 def namespace(guest: Guest) -> str:
@@ -103,13 +107,11 @@ def publication(report: Report) -> Publication:
         # What the SEV-SNP node offers beyond SNP (nfd_snp/checks/snp_features.py), only
         # where SNP guests run: a GPU for them, Secure TSC, ciphertext hiding.
         outcome = {r.check.name: r.outcome.status.value for r in report.results}
-        gpus = ready_gpus(facts)
-        if gpus:
-            labels[SNP_NS + "gpu-passthrough"] = "true"
-            features[SNP_NS + "gpus"] = str(len(gpus))
         for check, label in OPTIONAL_FEATURES.items():
             if outcome.get(check) == "PASS":
                 labels[SNP_NS + label] = "true"
+        if outcome.get("gpu.vfio") == "PASS":
+            features[SNP_NS + "gpus"] = str(len(ready_gpus(facts)))
     leaf = facts.cpu.mem_encrypt
     for guest in Guest:
         # ASID capacity per guest type, for extended resources. SEV-ES and SEV-SNP guests

@@ -140,21 +140,11 @@ OFF_HINTS = {
 }
 
 
-def outputs_of(config: Config) -> list:
-    """(setting, path) of every file the service writes; a switched-off one is left out."""
-    named = [
-        ("output", config.output),
-        ("facts-cache", config.facts_cache),
-        ("metrics-textfile", config.metrics_textfile),
-    ]
-    return [(where, path) for where, path in named if path is not None]
-
-
 def check_outputs(config: Config) -> None:
     """InputError (exit 2, nothing written) for outputs nfd-snp may not write."""
     if config.output == "-":
         raise InputError("output: '-' prints the feature file for `features`; name a file")
-    outputs.check(outputs_of(config), OFF_HINTS)
+    outputs.check(config.outputs(), OFF_HINTS)
 
 
 def take_lock(output: str) -> int:
@@ -333,9 +323,8 @@ class Service:
 
     def _sweep(self) -> None:
         """Remove temporary files a killed writer left in every directory it writes."""
-        for path in (self.config.output, self.config.facts_cache, self.config.metrics_textfile):
-            if path:
-                remove_stale_temps(os.path.dirname(path) or ".")
+        for _where, path in self.config.outputs():
+            remove_stale_temps(os.path.dirname(path) or ".")
 
     def _reload(self) -> None:
         """Re-read the settings; a file, output or lock that is refused keeps the running
@@ -345,7 +334,7 @@ class Service:
         try:
             config = self.reload()
             check_outputs(config)
-            self.locks.hold(path for _where, path in outputs_of(config))
+            self.locks.hold(path for _where, path in config.outputs())
         except NfdSnpError as exc:
             self.log(f"reload failed, keeping the running configuration: {exc}", ERR)
             return
@@ -386,7 +375,7 @@ class Service:
 
             preflight(self.config.node_hook_socket)
         self._warn_untrusted_facts()
-        self.locks.hold(path for _where, path in outputs_of(self.config))
+        self.locks.hold(path for _where, path in self.config.outputs())
         try:
             self._sweep()
             self.log(

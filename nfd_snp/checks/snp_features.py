@@ -53,16 +53,15 @@ def gpu_problem(f: HostFacts, gpu: PciDevice) -> Optional[Tuple[Reason, str]]:
     if gpu.driver != "vfio-pci":
         return Reason.GPU_NOT_VFIO, f"{name} is bound to {gpu.driver or 'no driver'}"
     group = f.iommu.group(gpu.iommu_group)
-    if gpu.iommu_group is None or group is None:
+    if group is None:
         return Reason.GPU_GROUP_PASSTHROUGH, f"{name} is in no IOMMU group"
     if not group.translated:
         kind = group.type or "of an unreadable type"
         return Reason.GPU_GROUP_PASSTHROUGH, f"{name}: IOMMU group {group.number} is {kind}"
-    members = {m.bdf: m for m in f.pci.group_members}
     others = [
-        f"{bdf} ({members[bdf].driver})"
-        for bdf in group.devices
-        if bdf in members and members[bdf].driver not in VFIO_GROUP_DRIVERS
+        f"{m.bdf} ({m.driver})"
+        for m in f.pci.group_members
+        if m.iommu_group == group.number and m.driver not in VFIO_GROUP_DRIVERS
     ]
     if others:
         return (
@@ -73,10 +72,8 @@ def gpu_problem(f: HostFacts, gpu: PciDevice) -> Optional[Tuple[Reason, str]]:
 
 
 def ready_gpus(f: HostFacts) -> List[PciDevice]:
-    """The GPUs an SEV-SNP guest can be given on this host (the `gpu.vfio` check's PASS)."""
-    outcome = gpus(f)
-    if outcome.status.value != "PASS":
-        return []
+    """The GPUs VFIO can give an SEV-SNP guest (what the `gpu.vfio` check counts when it
+    passes; whether libvirt's QEMU can, the check says)."""
     return [g for g in f.pci.gpus if g.unreadable is None and gpu_problem(f, g) is None]
 
 
@@ -111,8 +108,13 @@ def gpus(f: HostFacts) -> Outcome:
     if ready:
         count = len(ready)
         detail = f"{count} GPU{'s' if count != 1 else ''} ready: {', '.join(ready)}"
-        if f.domcaps.libvirt_present and qemu_version(f.domcaps.machine) is None:
-            detail += f"; QEMU version not told by its machine type {f.domcaps.machine!r}"
+        machine = f.domcaps.machine
+        if f.domcaps.libvirt_present and qemu_version(machine) is None:
+            detail += (
+                f"; QEMU version not told by its machine type {machine!r}"
+                if machine
+                else "; QEMU version unknown (libvirt named no machine type)"
+            )
         elif not f.domcaps.libvirt_present:
             # KubeVirt and Kata bring their own QEMU: 9.1 (KubeVirt 1.7) cannot pass a device
             # to an SNP guest, 10.1 (KubeVirt 1.8) can (kubevirt/kubevirt#16407).

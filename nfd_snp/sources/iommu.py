@@ -131,11 +131,7 @@ def _read_groups(host: Host) -> tuple:
             kind = decode_text(host.read(f"{base}/type", 64)).strip()
         except OSError:
             kind = None
-        try:
-            devices = tuple(host.listdir(f"{base}/devices", entries=True))
-        except OSError:
-            devices = ()
-        groups.append(IommuGroup(number, kind if kind in GROUP_TYPES else None, devices))
+        groups.append(IommuGroup(number, kind if kind in GROUP_TYPES else None))
     return tuple(groups)
 
 

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 
 from nfd_snp import paths
 from nfd_snp.host import Host
-from nfd_snp.model import PciDevice, PciFacts, Unreadable
+from nfd_snp.model import PciDevice, PciFacts
 from nfd_snp.reasons import Reason
 from nfd_snp.sources import decode_text, unreadable_from
 
@@ -73,15 +73,15 @@ def read_device(host: Host, bdf: str) -> PciDevice:
     return PciDevice(bdf, vendor, device, pci_class, driver, group)
 
 
-def _driver_of(host: Host, bdf: str) -> PciDevice:
+def _driver_of(host: Host, bdf: str, group: int) -> PciDevice:
     """A device that shares a GPU's IOMMU group: only its driver matters."""
     base = f"{paths.PCI_DEVICES}/{bdf}"
     try:
         driver = _link_name(host, f"{base}/driver", paths.PCI_DRIVERS)
     except OSError as exc:
         failure = unreadable_from(exc, f"/{base}", missing=Reason.FILE_GARBLED)
-        return PciDevice(bdf, None, None, None, None, None, failure)
-    return PciDevice(bdf, None, None, None, driver, None)
+        return PciDevice(bdf, None, None, None, None, group, failure)
+    return PciDevice(bdf, None, None, None, driver, group)
 
 
 def read(host: Host) -> PciFacts:
@@ -105,10 +105,6 @@ def read(host: Host) -> PciFacts:
             continue
         gpu_bdfs = {g.bdf for g in gpus}
         members += tuple(
-            _driver_of(host, b) for b in others if b not in gpu_bdfs and BDF.fullmatch(b)
+            _driver_of(host, b, number) for b in others if b not in gpu_bdfs and BDF.fullmatch(b)
         )
     return PciFacts(gpus=gpus, group_members=members)
-
-
-def unreadable_gpu(facts: PciFacts) -> Optional[Unreadable]:
-    return next((g.unreadable for g in facts.gpus if g.unreadable is not None), facts.unreadable)
