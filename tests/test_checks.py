@@ -80,7 +80,8 @@ SNP_OFF = dict(
 )
 EFR_SNPSUP, EFR_NONE = 0x841F77E022094ACE, 0x25BF732FA2295AFE  # bit 63 set / clear
 H100 = PciDevice("0000:21:00.0", 0x10DE, 0x2331, 0x030200, "vfio-pci", 44)
-DMA_GROUP = IommuGroup(44, "DMA-FQ", ("0000:21:00.0",))
+DMA_GROUP = IommuGroup(44, "DMA-FQ")
+NVIDIA_ON_HOST = PciDevice("0000:41:00.0", 0x10DE, 0x2331, 0x030200, "nvidia", 45)
 
 
 def iommu(**changes) -> IommuFacts:
@@ -89,7 +90,7 @@ def iommu(**changes) -> IommuFacts:
         "BOOT_IMAGE=/vmlinuz ro",
         units=(AmdIommu("ivhd0", EFR_SNPSUP), AmdIommu("ivhd1", EFR_SNPSUP)),
         units_listed=True,
-        groups=(DMA_GROUP, IommuGroup(45, "DMA-FQ", ("0000:22:00.0",))),
+        groups=(DMA_GROUP, IommuGroup(45, "DMA-FQ")),
     )
     return dataclasses.replace(base, **changes)
 
@@ -312,17 +313,17 @@ CASES = [
     ("gpu.vfio", gpu_host(H100), "PASS", "1 GPU ready: 0000:21:00.0 (NVIDIA 0x2331)"),
     ("gpu.vfio", gpu_host(dataclasses.replace(H100, driver="nvidia")), "WARN gpu-not-vfio",
      "0000:21:00.0 (NVIDIA 0x2331) is bound to nvidia"),
-    ("gpu.vfio", gpu_host(H100, groups=(IommuGroup(44, "identity", ("0000:21:00.0",)),)),
+    ("gpu.vfio", gpu_host(H100, groups=(IommuGroup(44, "identity"),)),
      "WARN gpu-group-passthrough", "IOMMU group 44 is identity"),
     ("gpu.vfio", gpu_host(
         H100,
-        members=(PciDevice("0000:21:00.1", None, None, None, "snd_hda_intel", None),),
-        groups=(IommuGroup(44, "DMA-FQ", ("0000:21:00.0", "0000:21:00.1")),)),
+        members=(PciDevice("0000:21:00.1", None, None, None, "snd_hda_intel", 44),),
+        groups=(IommuGroup(44, "DMA-FQ"),)),
      "WARN gpu-group-shared", "also holds 0000:21:00.1 (snd_hda_intel)"),
     ("gpu.vfio", gpu_host(
         H100,
-        members=(PciDevice("0000:20:01.1", None, None, None, "pcieport", None),),
-        groups=(IommuGroup(44, "DMA-FQ", ("0000:20:01.1", "0000:21:00.0")),)),
+        members=(PciDevice("0000:20:01.1", None, None, None, "pcieport", 44),),
+        groups=(IommuGroup(44, "DMA-FQ"),)),
      "PASS", "1 GPU ready"),  # a bridge on pcieport keeps the group viable for VFIO
     ("gpu.vfio", gpu_host(H100, domcaps={"machine": "pc-q35-9.1"}),
      "WARN qemu-too-old-for-snp-vfio", "libvirt's QEMU is 9.1"),
@@ -330,6 +331,20 @@ CASES = [
     ("gpu.vfio", gpu_host(H100, domcaps=NO_LIBVIRT), "PASS", "1 GPU ready"),  # KubeVirt
     ("gpu.vfio", ready(pci=PciFacts(unreadable=unreadable(Reason.FILE_DENIED))),
      "UNKNOWN file-denied", ""),
+    ("gpu.vfio", gpu_host(dataclasses.replace(H100, iommu_group=None)),
+     "WARN gpu-group-passthrough", "0000:21:00.0 (NVIDIA 0x2331) is in no IOMMU group"),
+    ("gpu.vfio", gpu_host(dataclasses.replace(H100, unreadable=unreadable(Reason.FILE_DENIED))),
+     "UNKNOWN file-denied", ""),
+    # One GPU ready, one not: PASS for the ready one, the other named.
+    ("gpu.vfio", gpu_host(H100, NVIDIA_ON_HOST), "PASS",
+     "1 GPU ready: 0000:21:00.0 (NVIDIA 0x2331); QEMU version unknown (libvirt named no "
+     "machine type); not ready: 0000:41:00.0 (NVIDIA 0x2331) is bound to nvidia"),
+    # No GPU ready: an old QEMU is not the reason given.
+    ("gpu.vfio", gpu_host(NVIDIA_ON_HOST, domcaps={"machine": "pc-q35-9.1"}),
+     "WARN gpu-not-vfio", "bound to nvidia"),
+    ("gpu.vfio", gpu_host(H100, domcaps={"machine": "pc-q35-9.2"}), "PASS", "1 GPU ready"),
+    ("gpu.vfio", gpu_host(H100, domcaps={"machine": "pc-q35-rhel9.6.0"}), "PASS",
+     "QEMU version not told by its machine type 'pc-q35-rhel9.6.0'"),
     ("snp.secure_tsc", ready(kvm={"vmsa_features": 0x220}), "PASS", "KVM offers Secure TSC"),
     ("snp.secure_tsc", ready(kvm={"vmsa_features": 0x20}), "SKIP",
      "the CPU has no Secure TSC"),
@@ -364,6 +379,44 @@ def test_check(name, facts, expected, detail):
     outcome = check_named(name).evaluate(facts)
     assert _shown(outcome) == expected, outcome
     assert detail in outcome.detail
+
+
+@pytest.mark.parametrize(
+    "facts, gpus",
+    [
+        (gpu_host(H100), "1"),
+        (gpu_host(H100, NVIDIA_ON_HOST), "1"),
+        (
+            gpu_host(
+                H100,
+                dataclasses.replace(H100, bdf="0000:41:00.0", iommu_group=45),
+                groups=(DMA_GROUP, IommuGroup(45, "DMA-FQ")),
+            ),
+            "2",
+        ),
+        (
+            gpu_host(
+                H100, dataclasses.replace(NVIDIA_ON_HOST, unreadable=unreadable(Reason.FILE_DENIED))
+            ),
+            "1",
+        ),
+        # the check WARNs (libvirt's QEMU cannot pass it to an SNP guest): nothing published
+        (gpu_host(H100, domcaps={"machine": "pc-q35-9.1"}), None),
+        (gpu_host(NVIDIA_ON_HOST), None),
+        # no SNP, no GPU label: it is published only beside enabled=true
+        (gpu_host(H100, kvm={"sev_snp": param("sev_snp", "N")}), None),
+    ],
+)
+def test_the_gpus_published_are_those_the_check_passes(facts, gpus):
+    """`gpu-passthrough` and `gpus=N` count only GPUs an SEV-SNP guest can be given."""
+    from nfd_snp import nfd
+
+    published = nfd.publication(evaluate(facts)).as_dict()
+    label = published["labels"].get(nfd.SNP_NS + "gpu-passthrough")
+    assert (label, published["features"].get(nfd.SNP_NS + "gpus")) == (
+        "true" if gpus else None,
+        gpus,
+    )
 
 
 def test_every_check_has_its_cases():
@@ -412,7 +465,9 @@ SNP_EN_CLEAR = {"syscfg": int(SyscfgBit.MEM_ENCRYPT)}
 
 
 def snp_en_clear(release: str, **parts):
-    return ready(msr=SNP_EN_CLEAR, kernel={"release": release}, iommu=iommu(), **SNP_OFF, **parts)
+    return ready(
+        msr=SNP_EN_CLEAR, kernel={"release": release}, iommu=iommu(), **{**SNP_OFF, **parts}
+    )
 
 
 # facts: {check: its root causes}, {guest: (readiness, blocking)}
@@ -437,6 +492,41 @@ ROOT_CAUSE_CASES = {
         snp_en_clear("5.14.0-503.11.1.el9_5.x86_64"),
         {"bios.snp_en": (), "psp.snp_init": ("bios.snp_en",)},
         {"sev": ("yes", ()), "sev-es": ("yes", ()), "sev-snp": ("no", ("bios.snp_en",))},
+    ),
+    # The first and the last release that set it at boot.
+    "snp-en-clear-at-boot-6.9": (
+        snp_en_clear("6.9.0", kvm={"sev_snp": param("sev_snp", None)}),  # KVM SNP: 6.11
+        {"bios.snp_en": (), "psp.snp_init": ("bios.snp_en",)},
+        {
+            "sev": ("yes", ()),
+            "sev-es": ("yes", ()),
+            "sev-snp": ("no", ("bios.snp_en", "kvm.sev_snp")),
+        },
+    ),
+    "snp-en-clear-at-boot-7.0": (
+        snp_en_clear("7.0.9"),
+        {"bios.snp_en": (), "psp.snp_init": ("bios.snp_en",)},
+        {"sev": ("yes", ()), "sev-es": ("yes", ()), "sev-snp": ("no", ("bios.snp_en",))},
+    ),
+    # 6.8 without kvm_amd.sev_snp has no host SNP at all: neither orders the other.
+    "snp-en-clear-6.8-no-backport": (
+        snp_en_clear("6.8.0-51-generic", kvm={"sev_snp": param("sev_snp", None)}),
+        {"bios.snp_en": (), "psp.snp_init": ()},
+        {
+            "sev": ("yes", ()),
+            "sev-es": ("yes", ()),
+            "sev-snp": ("no", ("bios.snp_en", "psp.snp_init", "kvm.sev_snp")),
+        },
+    ),
+    # A release that cannot be read orders neither way.
+    "snp-en-clear-release-unknown": (
+        snp_en_clear("vmlinuz-custom"),
+        {"bios.snp_en": (), "psp.snp_init": ()},
+        {
+            "sev": ("yes", ()),
+            "sev-es": ("yes", ()),
+            "sev-snp": ("no", ("bios.snp_en", "psp.snp_init")),
+        },
     ),
     # From 7.1 SNP_INIT sets it: the firmware is the cause.
     "snp-en-set-at-init": (

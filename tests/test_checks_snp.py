@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 
 from nfd_snp.checks import Guest, Readiness, check_named, evaluate
-from nfd_snp.model import FirmwareFacts, FirmwareImage, Generation, MemEncryptBit, MsrFacts
+from nfd_snp.model import (
+    FirmwareFacts,
+    FirmwareImage,
+    Generation,
+    MemEncryptBit,
+    MemoryFacts,
+    MsrFacts,
+)
 from nfd_snp.reasons import Reason
 from tests.facts import (
     CPUID_UNREADABLE,
@@ -25,7 +32,9 @@ from tests.facts import (
 )
 from tests.test_checks import (
     KERNEL_UNREADABLE,
+    SNP_OFF,
     _shown,
+    iommu,
     hook,
     kernel_flags,
     leaf_without,
@@ -140,6 +149,34 @@ CASES = [
     ("firmware.snp", ready(firmware=FirmwareFacts((FirmwareImage(
         "/usr/share/qemu/firmware/y.json", "memory", "/y.fd", None, ("uefi",), ("amd-sev",),
         ("x86_64",)),))), "FAIL no-snp-firmware", "none of 1 firmware descriptors"),
+    # An RMP that covers exactly the host's RAM: 256 GiB at 16 bytes a 4 KiB page is 1 GiB
+    # of entries after 16 KiB of bookkeeping; one byte less is too small.
+    ("bios.rmp", ready(msr={"rmp_end": 0x1A3F00000 + (1 << 30) + 0x4000 - 1},
+                       memory=MemoryFacts(256 << 20), psp=uninit_snp()),
+     "PASS", "covers 256.0 GB of 256.0 GB of RAM"),
+    ("bios.rmp", ready(msr={"rmp_end": 0x1A3F00000 + (1 << 30) + 0x4000 - 2},
+                       memory=MemoryFacts(256 << 20), psp=uninit_snp()),
+     "FAIL rmp-too-small", "the RMP covers 256.0 GB, the host has 256.0 GB"),
+    # the IOMMU: an initialised SNP firmware proves host SNP too; IOMMUs not listed: unknown
+    ("iommu.snp", ready(iommu=iommu(passthrough_option="iommu=pt"),
+                        kvm={"sev_snp": param("sev_snp", "N")}),
+     "PASS inferred", "the kernel kept host SNP"),
+    # the command line unread though the IOMMUs are listed: what decides is unknown
+    ("iommu.snp", ready(iommu=iommu(unreadable=unreadable(Reason.FILE_DENIED)), **SNP_OFF),
+     "UNKNOWN file-denied", ""),
+    ("iommu.snp", ready(iommu=iommu(units=(), units_listed=None, efr_unreadable=unreadable(
+        Reason.HOST_ROOT_INCOMPLETE)), **SNP_OFF), "UNKNOWN host-root-incomplete", ""),
+    # both INITs failed only where ccp initialises at probe; deferred, SEV UNINIT is normal
+    ("psp.snp_init", ready(psp={"sev": sev_status(state=0), "init_on_probe": False,
+                                **no_psp("snp", Reason.SNP_NOT_INITIALISED)}),
+     "FAIL snp-not-initialised", ""),
+    ("psp.snp_init", ready(psp={"sev": sev_status(state=0),
+                                **no_psp("snp", Reason.SNP_NOT_INITIALISED)}),
+     "FAIL snp-and-sev-init-failed", "and SEV state UNINIT"),
+    # 6.19 without the attribute is no backport: the attribute's own reason
+    ("kvm.snp_policy", ready(kernel={"release": "6.19.0"}, kvm={
+        "snp_policy_bits_unreadable": unreadable(Reason.KVM_NO_POLICY_ATTRIBUTE, "not offered")}),
+     "UNKNOWN kvm-no-policy-attribute", "not offered"),
 ]
 # fmt: on
 

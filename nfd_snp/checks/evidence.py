@@ -110,9 +110,8 @@ def snp_en_set_at_boot(f: HostFacts) -> bool:
     From 7.1 the kernel sets it when the SNP firmware initialises (snp_prepare). A release
     that cannot be read orders neither way (see snp_en_set_at_init)."""
     version = f.kernel.version
-    if version is None or version >= (7, 1):
-        return False
-    return version >= (6, 9) or f.kvm.sev_snp.present
+    before_init = version is not None and version < (7, 1)
+    return before_init and (version >= (6, 9) or f.kvm.sev_snp.present)
 
 
 def snp_en_set_at_init(f: HostFacts) -> bool:
