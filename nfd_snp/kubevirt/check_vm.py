@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from nfd_snp.errors import DomainError, InputError, excerpt, printable
 from nfd_snp.kubevirt import manifests as km
@@ -518,7 +518,7 @@ def node_hook_answer(vmi: dict, node_view, label: str) -> str:
     return "admits it" if answer.admitted else f"refuses it ({answer.code}): {answer.message}"
 
 
-def judge_on_node(request, node, said: List[str] = ()) -> List[str]:
+def judge_on_node(request, node, said: Sequence[str] = ()) -> List[str]:
     """What one node (label, NodeFacts) would refuse of an SEV-SNP request: the node cannot
     run SNP guests at all, or its KVM or firmware refuses the policy (check_policy, as the
     libvirt hook judges it there) for a reason not already `said` of every node."""

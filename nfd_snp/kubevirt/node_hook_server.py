@@ -120,16 +120,12 @@ class NodeHookServer:
         self._grpc = None
 
     def start(self) -> None:
-        try:
-            import grpc
-        except ImportError:
-            raise InputError(
-                "node-hook-socket needs grpcio (python3-grpcio, or pip install 'nfd-snp[kubevirt]')"
-            ) from None
+        preflight(self.path)
         from concurrent import futures
 
+        import grpc
+
         self._grpc = grpc
-        prepare_socket_path(self.path)
         handler = grpc.method_handlers_generic_handler(
             plugin_api.NODE_HOOK_SERVICE,
             {
